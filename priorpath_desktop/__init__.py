@@ -1,0 +1,1 @@
+"""PriorPath Desktop: the Qt application around `trainer` (built in a later milestone)."""

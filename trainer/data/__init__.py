@@ -1,0 +1,1 @@
+"""Data: reading slides, making masks, preparing patch folders, datasets and sketches."""

@@ -1,0 +1,235 @@
+"""Reading image sources region by region.
+
+Two back ends cover what pathologists have on disk:
+
+* whole-slide formats (.svs, .ndpi, .mrxs, tiled pyramid TIFF, ...) through OpenSlide, which reads
+  any region of any pyramid level without decoding the rest of the slide;
+* plain images (PNG, JPEG, TIFF; RGB, RGBA, grey, 16-bit) through libvips, which decodes lazily and
+  spills large images to a temporary file instead of holding them in memory.
+
+Every reader returns 8-bit RGB regions; transparency is composited onto white (air), the
+background colour of a glass slide.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from ..errors import PriorPathError
+
+WSI_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff"}
+PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+SUPPORTED_SUFFIXES = WSI_SUFFIXES | PLAIN_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Level:
+    width: int
+    height: int
+    downsample: float
+
+
+class SourceReader:
+    """Region access to one image source; use as a context manager."""
+
+    path: Path
+    levels: list[Level]
+
+    def read_region(self, x: int, y: int, width: int, height: int, level: int) -> np.ndarray:
+        """RGB uint8 array (height, width, 3); ``x``, ``y`` are level-0 coordinates."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "SourceReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class OpenSlideReader(SourceReader):
+    def __init__(self, path: Path):
+        import openslide
+
+        self.path = path
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except Exception as exc:  # OpenSlideError, OpenSlideUnsupportedFormatError
+            raise PriorPathError(f"{path}: cannot open whole-slide image ({exc})") from exc
+        self.levels = [
+            Level(int(w), int(h), float(d))
+            for (w, h), d in zip(self._slide.level_dimensions, self._slide.level_downsamples)
+        ]
+
+    def read_region(self, x: int, y: int, width: int, height: int, level: int) -> np.ndarray:
+        try:
+            rgba = np.asarray(self._slide.read_region((x, y), level, (width, height)))
+        except Exception as exc:
+            raise PriorPathError(f"{self.path}: cannot read region at ({x}, {y}) level {level} ({exc})") from exc
+        return _flatten_rgba(rgba)
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class VipsReader(SourceReader):
+    def __init__(self, path: Path):
+        import pyvips
+
+        self.path = path
+        try:
+            image = pyvips.Image.new_from_file(str(path))
+            self._image = _to_rgb8(image)
+        except pyvips.Error as exc:
+            raise PriorPathError(f"{path}: cannot read image ({_first_line(exc)})") from exc
+        self.levels = [Level(self._image.width, self._image.height, 1.0)]
+
+    def read_region(self, x: int, y: int, width: int, height: int, level: int) -> np.ndarray:
+        import pyvips
+
+        if level != 0:
+            raise PriorPathError(f"{self.path}: a plain image has only level 0, not level {level}")
+        try:
+            region = self._image.crop(x, y, width, height).numpy()
+        except pyvips.Error as exc:
+            raise PriorPathError(f"{self.path}: cannot decode region at ({x}, {y}) ({_first_line(exc)})") from exc
+        return np.ascontiguousarray(region)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _to_rgb8(image):
+    """Any vips image to 3-band uchar sRGB, with alpha composited onto white."""
+    if image.hasalpha():
+        image = image.flatten(background=[255] * (image.bands - 1) if image.bands > 2 else [255])
+    if image.format not in ("uchar", "char"):
+        # 16-bit and float images: colourspace() maps rgb16/grey16 to 8 bits by value, not by clipping.
+        image = image.colourspace("srgb") if image.interpretation in ("rgb16", "grey16") else image.cast("uchar")
+    if image.bands == 1:
+        image = image.bandjoin([image, image])
+    elif image.bands != 3:
+        image = image.colourspace("srgb")
+    return image
+
+
+def _flatten_rgba(rgba: np.ndarray) -> np.ndarray:
+    """Composite OpenSlide's premultiplied-free RGBA (alpha 0 outside scanned areas) onto white."""
+    rgb = rgba[..., :3].astype(np.uint16)
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def is_whole_slide(path: Path) -> bool:
+    """True when OpenSlide recognises a slide format (a pyramid TIFF counts; a plain PNG does not)."""
+    if path.suffix.lower() not in WSI_SUFFIXES:
+        return False
+    import openslide
+
+    try:
+        return openslide.OpenSlide.detect_format(str(path)) is not None
+    except Exception:
+        return False
+
+
+def open_source(path: Path) -> SourceReader:
+    path = Path(path)
+    if not path.exists():
+        raise PriorPathError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise PriorPathError(f"{path}: permission denied")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise PriorPathError(
+            f"{path}: unsupported file type '{path.suffix}' (expected one of {', '.join(sorted(SUPPORTED_SUFFIXES))})"
+        )
+    if is_whole_slide(path) and _is_pyramid_or_slide(path):
+        return OpenSlideReader(path)
+    return VipsReader(path)
+
+
+def _is_pyramid_or_slide(path: Path) -> bool:
+    # OpenSlide's generic-tiff reader takes any tiled TIFF, but only handles 8-bit RGB(A). A plain,
+    # single-level TIFF (grey, 16-bit, stripped) is better served by libvips.
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return True
+    import openslide
+
+    try:
+        with openslide.OpenSlide(str(path)) as slide:
+            return slide.level_count > 1 or slide.properties.get("openslide.vendor") != "generic-tiff"
+    except Exception:
+        return False
+
+
+def find_sources(paths: Iterable[Path]) -> list[Path]:
+    """Expand folders into the supported image files they hold (recursively, sorted); keep files as given.
+
+    A .mrxs slide keeps its data in a sibling folder of the same name; that folder is not searched.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(_walk(p))
+        else:
+            found.append(p)
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    entries = sorted(folder.iterdir())
+    mrxs_dirs = {e.with_suffix("") for e in entries if e.suffix.lower() == ".mrxs"}
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_dir():
+            if e not in mrxs_dirs:
+                yield from _walk(e)
+        elif e.suffix.lower() in SUPPORTED_SUFFIXES:
+            yield e
+
+
+def level_histogram(reader: SourceReader, level: int, band: int = 1024, luma_fn=None) -> np.ndarray:
+    """256-bin luma histogram of a whole level, read in horizontal bands."""
+    from .masks import luma
+
+    luma_fn = luma_fn or luma
+    lv = reader.levels[level]
+    hist = np.zeros(256, np.int64)
+    for y in range(0, lv.height, band):
+        h = min(band, lv.height - y)
+        region = reader.read_region(0, int(round(y * lv.downsample)), lv.width, h, level)
+        hist += np.bincount(luma_fn(region).ravel(), minlength=256)
+    return hist
+
+
+def histogram_level(reader: SourceReader, level: int, min_pixels: int = 4_000_000) -> int:
+    """The coarsest level at or above ``level`` that still has ``min_pixels`` pixels (for Otsu)."""
+    best = level
+    for i in range(level, len(reader.levels)):
+        lv = reader.levels[i]
+        if lv.width * lv.height >= min_pixels:
+            best = i
+    return best
+
+
+def quiet_vips() -> None:
+    """libvips warns on stderr for recoverable damage; we report errors ourselves."""
+    os.environ.setdefault("VIPS_WARNING", "0")
+    warnings.filterwarnings("ignore", module="pyvips")

@@ -1,0 +1,95 @@
+"""Atomic file writes and image encoding.
+
+Every output is written to a temporary file in the destination folder and renamed into place, so a
+killed process or a full disk never leaves a truncated file under the final name.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import PriorPathError
+
+TMP_MARK = ".tmp-"
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs (for state files)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise PriorPathError(f"{path}: cannot write ({describe_os_error(exc)})") from exc
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
+    """PNG bytes of a grey (HxW) or RGB (HxWx3) uint8 array."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise PriorPathError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    atomic_write_bytes(path, encode_png(image))
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporaries a killed run left behind; returns how many."""
+    n = 0
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(".") and TMP_MARK in p.name:
+                _remove_quietly(p)
+                n += 1
+    return n
+
+
+def ensure_writable_dir(folder: Path) -> None:
+    """Create ``folder`` and prove we can write in it, with a clear error if we cannot."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_MARK}", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise PriorPathError(f"{folder}: output folder is not writable ({describe_os_error(exc)})") from exc
+
+
+def describe_os_error(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    return exc.strerror or str(exc)
+
+
+def _remove_quietly(p) -> None:
+    try:
+        os.remove(p)
+    except OSError:
+        pass
