@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./run.sh demo    set up .venv if needed, then prepare the bundled sample into out/sample
+#   ./run.sh test    set up .venv if needed, then run the test suite (extra args go to pytest)
+#   ./run.sh setup   only set up .venv
+# Torch: the CPU build is installed where no NVIDIA GPU is found (set PRIORPATH_TORCH_INDEX to a
+# package index URL to take torch from there, e.g. a CPU-only wheel index).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${PRIORPATH_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+TORCH_CPU="torch==2.13.0"
+TORCH_GPU="torch>=2.4,<3"
+
+setup() {
+    local stamp="$VENV/.priorpath-installed" want
+    want=$("$PYTHON" -c "import hashlib;print(hashlib.sha256(open('pyproject.toml','rb').read()).hexdigest()[:16])")
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+    if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+        local index=()
+        [ -n "${PRIORPATH_TORCH_INDEX:-}" ] && index=(--index-url "$PRIORPATH_TORCH_INDEX")
+        if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+            echo "setup: NVIDIA GPU found, installing CUDA torch" >&2
+            "${pip[@]}" "${index[@]}" "$TORCH_GPU"
+        else
+            echo "setup: no NVIDIA GPU, installing CPU torch ($TORCH_CPU)" >&2
+            "${pip[@]}" "${index[@]}" "$TORCH_CPU"
+        fi
+    fi
+    echo "setup: installing priorpath-desktop and its dependencies into $VENV" >&2
+    "${pip[@]}" -e ".[dev]"
+    echo "$want" > "$stamp"
+}
+
+cmd="${1:-demo}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    setup)
+        setup ;;
+    demo)
+        setup
+        "$VENV/bin/priorpath" prepare resources/sample/he --stain he --out out/sample/he "$@"
+        "$VENV/bin/priorpath" prepare resources/sample/ihc --stain ihc --patch 256x512 --out out/sample/ihc "$@"
+        echo "demo: patches, fine and coarse masks and manifest.csv are in out/sample/" ;;
+    test)
+        setup
+        export QT_QPA_PLATFORM=offscreen
+        exec "$VENV/bin/python" -m pytest "$@" ;;
+    *)
+        echo "usage: ./run.sh demo|test|setup [args]" >&2
+        exit 2 ;;
+esac
