@@ -25,11 +25,14 @@ class _Bar:
     """A tqdm progress bar behind the trainer's ``progress(done, total, message)`` callback."""
 
     def __init__(self, unit: str, enabled: bool = True):
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=0, unit=unit, disable=not enabled, dynamic_ncols=True, mininterval=0.5)
+        self._unit, self._enabled, self._bar = unit, enabled, None
 
     def __call__(self, done: int, total: int, message: str) -> None:
+        if self._bar is None:  # created on first report, so an early error prints no empty bar
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit=self._unit, disable=not self._enabled, dynamic_ncols=True,
+                             mininterval=0.5)
         if total and self._bar.total != total:
             self._bar.total = total
         self._bar.n = done
@@ -38,7 +41,8 @@ class _Bar:
         self._bar.refresh()
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _threshold(text: str):
@@ -159,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips chatters at INFO
+    logging.getLogger("pyvips").setLevel(logging.CRITICAL)  # we report libvips errors ourselves
     try:
         return args.func(args)
     except Cancelled:

@@ -136,6 +136,7 @@ def prepare(
                              f"{settings.patch[0]}x{settings.patch[1]} at level {settings.level}")
 
     state.open_for_writing()
+    succeeded = False
     total = sum(len(p.positions) for p in plans)
     done = 0
     progress(0, total, "")
@@ -149,8 +150,9 @@ def prepare(
                 result.per_source[str(plan.path)] = counts
                 result.kept += counts["kept"]
                 result.dropped += counts["dropped"]
+        succeeded = True
     finally:
-        state.close()
+        state.close(discard_if_empty=not succeeded)
     progress(total, total, "")
     return result
 
@@ -320,14 +322,17 @@ class _State:
         return all((self.out / f / f"{stem}.png").is_file() for f in SUBFOLDERS)
 
     def open_for_writing(self) -> None:
+        self._created_dirs = [d for d in (self.out, *(self.out / f for f in SUBFOLDERS), self.state_dir)
+                              if not d.exists()]
         ensure_writable_dir(self.out)
         for f in SUBFOLDERS:
             ensure_writable_dir(self.out / f)
             remove_stale_temporaries(self.out / f)
         ensure_writable_dir(self.state_dir)
         remove_stale_temporaries(self.out)
-        atomic_write_text(self.state_dir / "settings.json", json.dumps(self._settings_dict(), indent=2) + "\n")
         new = not self.journal_path.exists()
+        self._created_files = [p for p in (self.state_dir / "settings.json", self.journal_path) if not p.exists()]
+        atomic_write_text(self.state_dir / "settings.json", json.dumps(self._settings_dict(), indent=2) + "\n")
         self._fh = open(self.journal_path, "a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._fh, fieldnames=JOURNAL_FIELDS, lineterminator="\n")
         if new:
@@ -342,15 +347,32 @@ class _State:
             raise PriorPathError(f"{self.journal_path}: cannot write ({exc.strerror})") from exc
         self.done[row["stem"]] = {k: str(v) for k, v in row.items()}
 
-    def close(self) -> None:
-        if self._fh is not None:
+    def close(self, discard_if_empty: bool = False) -> None:
+        """Flush the journal and write the manifest; a failed run that decided nothing leaves no trace."""
+        if self._fh is None:
+            return
+        try:
+            os.fsync(self._fh.fileno())
+        except OSError:
+            pass
+        self._fh.close()
+        self._fh = None
+        if discard_if_empty and not self.done:
+            self._remove_created()
+        else:
+            self.write_manifest()
+
+    def _remove_created(self) -> None:
+        for p in self._created_files:
             try:
-                os.fsync(self._fh.fileno())
+                p.unlink()
             except OSError:
                 pass
-            self._fh.close()
-            self._fh = None
-            self.write_manifest()
+        for d in reversed(self._created_dirs):
+            try:
+                d.rmdir()  # only if empty
+            except OSError:
+                pass
 
     def write_manifest(self) -> None:
         rows = [r for r in self.done.values() if r["kept"] == "1" and self.files_exist(r["stem"])]

@@ -85,7 +85,7 @@ class VipsReader(SourceReader):
 
         self.path = path
         try:
-            image = pyvips.Image.new_from_file(str(path))
+            image = pyvips.Image.new_from_file(str(path), fail_on="error")
             self._image = _to_rgb8(image)
         except pyvips.Error as exc:
             raise PriorPathError(f"{path}: cannot read image ({_first_line(exc)})") from exc
@@ -99,13 +99,18 @@ class VipsReader(SourceReader):
         try:
             region = self._image.crop(x, y, width, height).numpy()
         except pyvips.Error as exc:
-            raise PriorPathError(f"{self.path}: cannot decode region at ({x}, {y}) ({_first_line(exc)})") from exc
+            raise PriorPathError(f"{self.path}: corrupt or truncated image, cannot decode region at ({x}, {y}) "
+                                 f"({_first_line(exc)})") from exc
         return np.ascontiguousarray(region)
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """The most specific line of a libvips error (its first line is often a generic wrapper)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    for line in lines:
+        if ":" in line and not line.startswith("unable to"):
+            return line
+    return lines[0] if lines else type(exc).__name__
 
 
 def _to_rgb8(image):
