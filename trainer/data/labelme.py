@@ -202,7 +202,7 @@ def _paint_circle(mask: np.ndarray, points: np.ndarray, value: int, what: str) -
     if c0 > c1 or r0 > r1:
         return
     yy, xx = np.ogrid[r0 : r1 + 1, c0 : c1 + 1]
-    inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= (r+0.5) ** 2
+    inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r + 1e-9
     mask[r0 : r1 + 1, c0 : c1 + 1][inside] = value
 
 
