@@ -337,3 +337,29 @@ def _undo_read_only(folder: Path, how: str) -> None:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
     else:
         folder.chmod(0o755)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB file system (tmpfs), to run out of space for real; skipped where we may not mount."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_full_disk_fails_cleanly_and_resumes(unseen_png, tmp_path, small_disk, capsys):
+    path, _ = unseen_png
+    prepare([path], tmp_path / "whole", PrepareSettings(stain="he"))
+    out = small_disk / "out"
+    code, err = _run_cli(["prepare", str(path), "--out", str(out), "--stain", "he", "--no-progress"], capsys)
+    assert code == 1 and len(err) == 1 and "no space left on device" in err[0], err
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name], "temporaries left behind"
+    for png in out.rglob("*.png"):  # whatever is there is whole
+        assert read_png(png).size > 0
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    prepare([path], out, PrepareSettings(stain="he"))
+    assert _tree(out) == _tree(tmp_path / "whole")
