@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     patch = parse_size(args.patch)
     stain_of = stains(args.data)
-    print(f"| folder | stain | images | kept/total | ours s | baseline s | speed-up |")
+    print("| folder | stain | images | kept/total | ours s | baseline s | speed-up |")
     print("|---|---|---|---|---|---|---|")
     totals = [0, 0, 0.0, 0.0]
     for folder in sorted(p for p in args.data.iterdir() if p.is_dir()):

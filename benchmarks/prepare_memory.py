@@ -11,11 +11,9 @@ real section, then runs in separate processes, measuring each one's peak residen
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +56,7 @@ def main() -> None:
         print(f"image: {args.side}x{args.side} RGB = {decoded:.0f} MiB decoded; "
               f"JPEG {jpeg.stat().st_size / 2**20:.0f} MiB, pyramid TIFF {tiff.stat().st_size / 2**20:.0f} MiB")
         base, base_s = peak_mib([sys.executable, "-c", BASELINE, str(jpeg)])
-        print(f"| run | peak RSS MiB | ÷ baseline | seconds |\n|---|---|---|---|")
+        print("| run | peak RSS MiB | ÷ baseline | seconds |\n|---|---|---|---|")
         print(f"| baseline: Pillow decodes the JPEG whole | {base:.0f} | 1.00 | {base_s:.1f} |")
         cli = [sys.executable, "-m", "trainer.cli", "prepare", "--stain", "he", "--no-progress"]
         for name, src in (("prepare, JPEG (libvips)", jpeg), ("prepare, pyramid TIFF (OpenSlide)", tiff)):

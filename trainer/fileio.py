@@ -9,6 +9,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Collection, Iterable, Iterator, Optional, Union
 
 import cv2
 import numpy as np
@@ -93,3 +94,44 @@ def _remove_quietly(p) -> None:
         os.remove(p)
     except OSError:
         pass
+
+
+def find_files(
+    paths: Iterable[Union[str, Path]],
+    suffixes: Collection[str],
+    exclude: Optional[Path] = None,
+    skip_dir: Optional[Callable[[Path], bool]] = None,
+) -> list[Path]:
+    """Files as given, folders expanded to the files with ``suffixes`` they hold (recursively, sorted).
+
+    Hidden entries, anything under ``exclude`` and folders for which ``skip_dir`` is true are not searched;
+    a file reached twice is listed once. A named path that does not exist is an error.
+    """
+    suffixes = {s.lower() for s in suffixes}
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def walk(folder: Path) -> Iterator[Path]:
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(".") or (excluded is not None and entry.resolve().is_relative_to(excluded)):
+                continue
+            if entry.is_dir():
+                if not (skip_dir and skip_dir(entry)):
+                    yield from walk(entry)
+            elif entry.suffix.lower() in suffixes:
+                yield entry
+
+    for p in map(Path, paths):
+        if p.is_dir():
+            candidates: Iterable[Path] = walk(p)
+        elif p.exists():
+            candidates = [p]
+        else:
+            raise PriorPathError(f"{p}: no such file or folder")
+        for q in candidates:
+            key = q.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(q)
+    return found

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..errors import PriorPathError
-from ..fileio import describe_os_error, ensure_writable_dir, remove_stale_temporaries, write_png
+from ..fileio import describe_os_error, ensure_writable_dir, find_files, remove_stale_temporaries, write_png
 from ..jobs import CancelToken, ProgressFn, check, no_progress
 
 log = logging.getLogger(__name__)
@@ -90,22 +90,7 @@ def read_labelme(path: Union[str, Path], hole_labels: Iterable[str] = DEFAULT_HO
 
 def find_labelme_files(paths: Iterable[Union[str, Path]]) -> list[Path]:
     """Files as given, folders expanded to the ``.json`` files they hold (recursively, sorted)."""
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for p in map(Path, paths):
-        if p.is_dir():
-            candidates = sorted(q for q in p.rglob("*") if q.suffix.lower() == ".json" and q.is_file()
-                                and not any(part.startswith(".") for part in q.relative_to(p).parts))
-        elif p.exists():
-            candidates = [p]
-        else:
-            raise PriorPathError(f"{p}: no such file or folder")
-        for q in candidates:
-            key = q.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append(q)
-    return found
+    return find_files(paths, {".json"})
 
 
 def import_labelme_files(

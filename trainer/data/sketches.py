@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from ..errors import PriorPathError
-from ..fileio import atomic_write_text, describe_os_error, ensure_writable_dir, remove_stale_temporaries, write_png
+from ..fileio import (atomic_write_text, describe_os_error, ensure_writable_dir, find_files,
+                      remove_stale_temporaries, write_png)
 from ..jobs import CancelToken, ProgressFn, check, no_progress
 from . import labelme
 from .masks import luma
@@ -214,27 +215,11 @@ def _displacement(rng: np.random.Generator, h: int, w: int, alpha: float, sigma:
 
 
 def find_sketches(paths: Iterable[Union[str, Path]], exclude: Optional[Path] = None) -> list[Path]:
-    """Files as given, folders expanded to sketch files (recursively, sorted), skipping anything under ``exclude``."""
-    excluded = exclude.resolve() if exclude is not None else None
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for p in map(Path, paths):
-        if p.is_dir():
-            candidates = sorted(q for q in p.rglob("*") if q.suffix.lower() in SKETCH_SUFFIXES and q.is_file()
-                                and not any(part.startswith(".") for part in q.relative_to(p).parts))
-            if excluded is not None:
-                # Our own outputs must never become sketches of a rerun (that would change every draw).
-                candidates = [q for q in candidates if not q.resolve().is_relative_to(excluded)]
-        elif p.exists():
-            candidates = [p]
-        else:
-            raise PriorPathError(f"{p}: no such file or folder")
-        for q in candidates:
-            key = q.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append(q)
-    return found
+    """Files as given, folders expanded to sketch files (recursively, sorted), skipping anything under ``exclude``.
+
+    Our own outputs must never become sketches of a rerun (that would change every draw), hence ``exclude``.
+    """
+    return find_files(paths, SKETCH_SUFFIXES, exclude=exclude)
 
 
 def augment_sketches(

@@ -13,14 +13,14 @@ background colour of a glass slide.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable
 
 import numpy as np
 
 from ..errors import PriorPathError
+from ..fileio import find_files
 
 WSI_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff"}
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
@@ -181,33 +181,11 @@ def find_sources(paths: Iterable[Path]) -> list[Path]:
 
     A .mrxs slide keeps its data in a sibling folder of the same name; that folder is not searched.
     """
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found.extend(_walk(p))
-        else:
-            found.append(p)
-    unique: list[Path] = []
-    seen: set[Path] = set()
-    for p in found:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
+    return find_files(paths, SUPPORTED_SUFFIXES, skip_dir=_is_mrxs_data_dir)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    entries = sorted(folder.iterdir())
-    mrxs_dirs = {e.with_suffix("") for e in entries if e.suffix.lower() == ".mrxs"}
-    for e in entries:
-        if e.name.startswith("."):
-            continue
-        if e.is_dir():
-            if e not in mrxs_dirs:
-                yield from _walk(e)
-        elif e.suffix.lower() in SUPPORTED_SUFFIXES:
-            yield e
+def _is_mrxs_data_dir(folder: Path) -> bool:
+    return any(folder.with_name(folder.name + s).is_file() for s in (".mrxs", ".MRXS"))
 
 
 def level_histogram(reader: SourceReader, level: int, band: int = 1024, luma_fn=None) -> np.ndarray:
@@ -232,9 +210,3 @@ def histogram_level(reader: SourceReader, level: int, min_pixels: int = 4_000_00
         if lv.width * lv.height >= min_pixels:
             best = i
     return best
-
-
-def quiet_vips() -> None:
-    """libvips warns on stderr for recoverable damage; we report errors ourselves."""
-    os.environ.setdefault("VIPS_WARNING", "0")
-    warnings.filterwarnings("ignore", module="pyvips")
