@@ -70,3 +70,16 @@ def test_bad_labelme_and_empty_sketch_name_the_file(tmp_path, capsys):
     assert main(["augment-sketches", str(empty), "--out", str(tmp_path / "aug"), "--count", "2"]) == 1
     err = _err(capsys)
     assert len(err) == 1 and str(empty) in err[0]
+
+
+def test_mrxs_data_folder_is_not_searched(tmp_path):
+    from trainer.data.slides import find_sources
+
+    (tmp_path / "slide.mrxs").write_bytes(b"")
+    (tmp_path / "slide").mkdir()
+    (tmp_path / "slide" / "Data0000.dat").write_bytes(b"")
+    (tmp_path / "slide" / "preview.png").write_bytes(b"")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "tile.png").write_bytes(b"")
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    assert find_sources([tmp_path]) == [tmp_path / "other" / "tile.png", tmp_path / "slide.mrxs"]

@@ -83,12 +83,16 @@ def test_overlapping_stride_and_other_threshold(unseen_png, tmp_path):
     assert {(int(r["x"]), int(r["y"])) for r in read_manifest(tmp_path)} == set(expected)
 
 
-def test_whole_slide_pyramid_reads_like_the_plain_image(unseen_png, tmp_path):
+@pytest.mark.parametrize("name,vendor", [("region.tiff", "generic-tiff"), ("region.svs", "aperio")])
+def test_whole_slide_pyramid_reads_like_the_plain_image(unseen_png, tmp_path, name, vendor):
+    import openslide
+
     path, rgb = unseen_png
-    slide = tmp_path / "region.tiff"
-    write_pyramid_tiff(slide, rgb)
+    slide = tmp_path / name
+    write_pyramid_tiff(slide, rgb, aperio=vendor == "aperio")
     from trainer.data.slides import OpenSlideReader, open_source
 
+    assert openslide.OpenSlide.detect_format(str(slide)) == vendor
     with open_source(slide) as reader:
         assert isinstance(reader, OpenSlideReader) and len(reader.levels) == 3
     prepare([path], tmp_path / "png", PrepareSettings(stain="he"))
