@@ -121,10 +121,7 @@ def prepare(
     given = [Path(s) for s in sources]
     if not given:
         raise PriorPathError("no sources given")
-    for g in given:
-        if not g.exists():
-            raise PriorPathError(f"{g}: no such file or folder")
-    paths = find_sources(given)
+    paths = find_sources(given)  # a missing path is an error here
     if not paths:
         raise PriorPathError(f"no supported image files in {', '.join(map(str, given))}")
 
