@@ -28,7 +28,7 @@ from typing import Iterable, Optional, Union
 import numpy as np
 
 from ..errors import PriorPathError
-from ..fileio import atomic_write_text, encode_png, atomic_write_bytes, ensure_writable_dir, remove_stale_temporaries
+from ..fileio import atomic_write_text, ensure_writable_dir, remove_stale_temporaries, write_png
 from ..jobs import CancelToken, ProgressFn, check, no_progress
 from . import masks
 from .slides import SourceReader, find_sources, histogram_level, level_histogram, open_source
@@ -234,7 +234,7 @@ def _make_patch(rgb: np.ndarray, meta: dict, threshold: int, max_background: flo
     coarse = masks.coarse_mask(fine)
     stem = meta["stem"]
     for folder, image in (("rgb", rgb), ("fine", fine), ("coarse", coarse)):
-        atomic_write_bytes(out / folder / f"{stem}.png", encode_png(image))
+        write_png(out / folder / f"{stem}.png", image)
     row["kept"] = "1"
     return row
 

@@ -55,17 +55,12 @@ class SourceReader:
 
 
 class OpenSlideReader(SourceReader):
-    def __init__(self, path: Path):
-        import openslide
-
+    def __init__(self, path: Path, slide):
         self.path = path
-        try:
-            self._slide = openslide.OpenSlide(str(path))
-        except Exception as exc:  # OpenSlideError, OpenSlideUnsupportedFormatError
-            raise PriorPathError(f"{path}: cannot open whole-slide image ({exc})") from exc
+        self._slide = slide
         self.levels = [
             Level(int(w), int(h), float(d))
-            for (w, h), d in zip(self._slide.level_dimensions, self._slide.level_downsamples)
+            for (w, h), d in zip(slide.level_dimensions, slide.level_downsamples)
         ]
 
     def read_region(self, x: int, y: int, width: int, height: int, level: int) -> np.ndarray:
@@ -88,7 +83,7 @@ class VipsReader(SourceReader):
             image = pyvips.Image.new_from_file(str(path), fail_on="error")
             self._image = _to_rgb8(image)
         except pyvips.Error as exc:
-            raise PriorPathError(f"{path}: cannot read image ({_first_line(exc)})") from exc
+            raise PriorPathError(f"{path}: cannot read image ({_vips_reason(exc)})") from exc
         self.levels = [Level(self._image.width, self._image.height, 1.0)]
 
     def read_region(self, x: int, y: int, width: int, height: int, level: int) -> np.ndarray:
@@ -100,11 +95,11 @@ class VipsReader(SourceReader):
             region = self._image.crop(x, y, width, height).numpy()
         except pyvips.Error as exc:
             raise PriorPathError(f"{self.path}: corrupt or truncated image, cannot decode region at ({x}, {y}) "
-                                 f"({_first_line(exc)})") from exc
+                                 f"({_vips_reason(exc)})") from exc
         return np.ascontiguousarray(region)
 
 
-def _first_line(exc: Exception) -> str:
+def _vips_reason(exc: Exception) -> str:
     """The most specific line of a libvips error (its first line is often a generic wrapper)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     for line in lines:
@@ -128,52 +123,47 @@ def _to_rgb8(image):
 
 
 def _flatten_rgba(rgba: np.ndarray) -> np.ndarray:
-    """Composite OpenSlide's premultiplied-free RGBA (alpha 0 outside scanned areas) onto white."""
+    """Composite OpenSlide's (non-premultiplied) RGBA onto white; alpha is 0 outside scanned areas."""
     rgb = rgba[..., :3].astype(np.uint16)
     alpha = rgba[..., 3:4].astype(np.uint16)
     out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
     return out.astype(np.uint8)
 
 
-def is_whole_slide(path: Path) -> bool:
-    """True when OpenSlide recognises a slide format (a pyramid TIFF counts; a plain PNG does not)."""
-    if path.suffix.lower() not in WSI_SUFFIXES:
-        return False
-    import openslide
-
-    try:
-        return openslide.OpenSlide.detect_format(str(path)) is not None
-    except Exception:
-        return False
-
-
 def open_source(path: Path) -> SourceReader:
+    """A reader for ``path``: OpenSlide for slide formats and pyramids, libvips for everything else."""
     path = Path(path)
     if not path.exists():
         raise PriorPathError(f"{path}: no such file")
     if not os.access(path, os.R_OK):
         raise PriorPathError(f"{path}: permission denied")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
         raise PriorPathError(
             f"{path}: unsupported file type '{path.suffix}' (expected one of {', '.join(sorted(SUPPORTED_SUFFIXES))})"
         )
-    if is_whole_slide(path) and _is_pyramid_or_slide(path):
-        return OpenSlideReader(path)
+    slide = _open_slide(path) if suffix in WSI_SUFFIXES else None
+    if slide is not None:
+        # OpenSlide's generic-tiff reader takes any tiled TIFF but only 8-bit RGB(A); a single-level one
+        # (possibly grey or 16-bit) is better served by libvips.
+        if slide.level_count > 1 or slide.properties.get("openslide.vendor") != "generic-tiff":
+            return OpenSlideReader(path, slide)
+        slide.close()
     return VipsReader(path)
 
 
-def _is_pyramid_or_slide(path: Path) -> bool:
-    # OpenSlide's generic-tiff reader takes any tiled TIFF, but only handles 8-bit RGB(A). A plain,
-    # single-level TIFF (grey, 16-bit, stripped) is better served by libvips.
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return True
+def _open_slide(path: Path):
+    """An open OpenSlide handle if OpenSlide recognises ``path``, else None."""
     import openslide
 
     try:
-        with openslide.OpenSlide(str(path)) as slide:
-            return slide.level_count > 1 or slide.properties.get("openslide.vendor") != "generic-tiff"
-    except Exception:
-        return False
+        if openslide.OpenSlide.detect_format(str(path)) is None:
+            return None
+        return openslide.OpenSlide(str(path))
+    except Exception as exc:  # OpenSlideError: a recognised but damaged slide
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return None  # let libvips try, and report its own reason
+        raise PriorPathError(f"{path}: cannot open whole-slide image ({exc})") from exc
 
 
 def find_sources(paths: Iterable[Path]) -> list[Path]:
@@ -188,17 +178,16 @@ def _is_mrxs_data_dir(folder: Path) -> bool:
     return any(folder.with_name(folder.name + s).is_file() for s in (".mrxs", ".MRXS"))
 
 
-def level_histogram(reader: SourceReader, level: int, band: int = 1024, luma_fn=None) -> np.ndarray:
+def level_histogram(reader: SourceReader, level: int, band: int = 1024) -> np.ndarray:
     """256-bin luma histogram of a whole level, read in horizontal bands."""
     from .masks import luma
 
-    luma_fn = luma_fn or luma
     lv = reader.levels[level]
     hist = np.zeros(256, np.int64)
     for y in range(0, lv.height, band):
         h = min(band, lv.height - y)
         region = reader.read_region(0, int(round(y * lv.downsample)), lv.width, h, level)
-        hist += np.bincount(luma_fn(region).ravel(), minlength=256)
+        hist += np.bincount(luma(region).ravel(), minlength=256)
     return hist
 
 
