@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,6 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--hole-labels", default="air,background,hole,lumen",
                     help="comma-separated labels painted as air (default: air,background,hole,lumen)")
     lm.set_defaults(func=_cmd_labelme)
+    t = sub.add_parser("train", parents=[common], help="train a model (pix2pix, cyclegan, pix2pixhd, dcgan, depas)",
+                       description="Train on a folder written by 'priorpath prepare'. Settings come from the paper's "
+                                   "defaults, then --config, then these flags. Writes RUNDIR/checkpoints/*.safetensors, "
+                                   "RUNDIR/events.jsonl and RUNDIR/samples/. Ctrl-C stops cleanly with a checkpoint; "
+                                   "--resume continues exactly where a run stopped. Several processes: "
+                                   "torchrun --nproc_per_node N -m trainer.cli train ...")
+    t.add_argument("--model", default=None, help="pix2pix (default), cyclegan, pix2pixhd, dcgan or depas")
+    t.add_argument("--data", type=Path, default=None, help="prepared folder (coarse/, fine/, rgb/, manifest.csv)")
+    t.add_argument("--out", required=True, type=Path, metavar="RUNDIR", help="run folder")
+    t.add_argument("--config", type=Path, default=None, metavar="F", help="TOML/JSON file with [train] and [model] tables")
+    t.add_argument("--size", type=_size, default=None, metavar="HxW", help="working size (default: the patches' size)")
+    t.add_argument("--epochs", type=int, default=None, metavar="N", help="total epochs (default 100)")
+    t.add_argument("--decay-epochs", type=int, default=None, metavar="M",
+                   help="last M epochs decay the learning rate linearly to 0 (default: half of the epochs)")
+    t.add_argument("--batch-size", type=int, default=None, metavar="B", help="batch per process (default 1)")
+    t.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps in total")
+    t.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"), help="default auto")
+    t.add_argument("--seed", type=int, default=None, metavar="S", help="random seed (default 0)")
+    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="steps between checkpoints (default 1000)")
+    t.add_argument("--sample-every", type=int, default=None, metavar="N", help="steps between sample images (default 500)")
+    t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option, e.g. --option ngf=32 (repeatable; see docs/models.md)")
+    t.add_argument("--resume", action="store_true", help="continue the run in RUNDIR")
+    t.set_defaults(func=_cmd_train)
     return parser
 
 
@@ -158,6 +183,57 @@ def _cmd_labelme(args) -> int:
     return 0
 
 
+def _train_settings(args) -> tuple[dict, dict]:
+    """(training settings, model options) from --config and the flags given explicitly, flags winning."""
+    from .config import read_config_file
+
+    train, options = read_config_file(args.config) if args.config else ({}, {})
+    flags = {"model": args.model, "data": str(args.data) if args.data else None, "size": args.size,
+             "epochs": args.epochs, "decay_epochs": args.decay_epochs, "batch_size": args.batch_size,
+             "max_steps": args.max_steps, "device": args.device, "seed": args.seed,
+             "checkpoint_every": args.checkpoint_every, "sample_every": args.sample_every}
+    train.update({k: v for k, v in flags.items() if v is not None})
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PriorPathError(f"--option expects KEY=VALUE, got '{item}'")
+        options[key.strip()] = value.strip()
+    return train, options
+
+
+def _cmd_train(args) -> int:
+    import signal
+
+    from .config import make_config
+    from .jobs import CancelToken
+    from .train import resume_config, train
+
+    settings, options = _train_settings(args)
+    if options:
+        settings["options"] = options
+    config = resume_config(args.out, settings) if args.resume else make_config(settings)
+    cancel = CancelToken()
+
+    def stop(signum, frame):  # first Ctrl-C/SIGTERM: stop cleanly with a checkpoint; second: abort
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        print("\npriorpath: stopping after this step (Ctrl-C again to abort without a checkpoint)", file=sys.stderr)
+        cancel.cancel()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = _Bar("step", enabled=not args.no_progress and int(os.environ.get("RANK", "0")) == 0)
+    try:
+        result = train(config, args.out, resume=args.resume, progress=bar, cancel=cancel)
+    finally:
+        bar.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{config.model}: {result.step}/{result.total_steps} steps in {result.seconds:.0f} s; "
+              f"checkpoint {result.checkpoint}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -166,8 +242,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("pyvips").setLevel(logging.CRITICAL)  # we report libvips errors ourselves
     try:
         return args.func(args)
-    except Cancelled:
-        print("priorpath: cancelled", file=sys.stderr)
+    except Cancelled as exc:
+        print(f"priorpath: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("priorpath: interrupted; rerun the same command to resume", file=sys.stderr)

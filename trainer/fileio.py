@@ -21,13 +21,26 @@ TMP_MARK = ".tmp-"
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs (for state files)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    atomic_write_with(path, write, durable)
+
+
+def atomic_write_with(path: Path, writer: Callable[[Path], None], durable: bool = False) -> None:
+    """Let ``writer`` fill a temporary file beside ``path``, then rename it into place.
+
+    For libraries that write to a path themselves (safetensors), so large files need no extra copy in memory.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
+        writer(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        if durable:
+            with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
@@ -36,6 +49,12 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
