@@ -159,6 +159,30 @@ def _preview_image(images: list[torch.Tensor]) -> np.ndarray:
     return np.concatenate(rows[:-1], 0)
 
 
+def uses_channels_last(device: torch.device, config: TrainConfig) -> bool:
+    return config.channels_last and device.type == "cuda"
+
+
+def place_model(model: GanModel, device: torch.device, config: TrainConfig) -> GanModel:
+    """Move a model to ``device`` with the speed settings training uses there (the benchmark uses it too)."""
+    model.to(device)
+    if uses_channels_last(device, config):
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and config.amp:
+        model.amp_dtype = torch.bfloat16
+    return model
+
+
+def place_tensor(t: torch.Tensor, device: torch.device, config: TrainConfig) -> torch.Tensor:
+    t = t.to(device, non_blocking=True)
+    return t.contiguous(memory_format=torch.channels_last) if uses_channels_last(device, config) else t
+
+
+def make_optimizers(model: GanModel, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    return {name: torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2))
+            for name, params in model.optimizer_groups().items()}
+
+
 class Trainer:
     """One run: build everything, then ``run()``."""
 
@@ -227,12 +251,7 @@ class Trainer:
         self.step, self.seconds_before = 0, 0.0
         if checkpoint is not None:
             load_weights(model, checkpoint.tensors, checkpoint.path)
-        model.to(self.device)
-        if self.device.type == "cuda":
-            if c.channels_last:
-                model.to(memory_format=torch.channels_last)
-            if c.amp:
-                model.amp_dtype = torch.bfloat16
+        place_model(model, self.device, c)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -240,8 +259,7 @@ class Trainer:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 setattr(model, name, DDP(net, device_ids=ids))
         self.model = model
-        self.optimizers = {name: torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))
-                           for name, params in model.optimizer_groups().items()}
+        self.optimizers = make_optimizers(model, c)
         if checkpoint is not None:
             for name, opt in self.optimizers.items():
                 opt.load_state_dict(optimizer_state(checkpoint, name))
@@ -296,10 +314,7 @@ class Trainer:
             yield {k: self._to_device(v) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.to(self.device, non_blocking=True)
-        if self.device.type == "cuda" and self.config.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        return t
+        return place_tensor(t, self.device, self.config)
 
     def _one_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
         c = self.config
