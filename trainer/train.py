@@ -353,7 +353,8 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         batch = {k: self._to_device(v) for k, v in self.preview_batch.items()}
-        images = self.model.preview(batch, seed=self.config.seed)
+        with self.model.unwrapped():
+            images = self.model.preview(batch, seed=self.config.seed)
         self.model.train(was_training)
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         write_png(path, _preview_image(images))

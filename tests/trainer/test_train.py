@@ -175,3 +175,15 @@ def test_ddp_with_two_cpu_processes_matches_one_process_with_the_combined_batch(
     assert (ddp_w - two).abs().mean() < 0.2 * (one - two).abs().mean()
     ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "latest.safetensors")
     assert ckpt.state["world"] == 2 and {"rng.cpu.r0", "rng.cpu.r1"} <= set(ckpt.tensors)
+
+
+def test_ddp_previews_with_batch_norm_do_not_wait_for_other_ranks(he_patches, tmp_path):
+    """Only rank 0 draws samples; a DDP forward there would wait forever for the other rank's buffers."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "trainer.cli", "train", "--data", str(he_patches), "--size", "64x128",
+                        "--max-steps", "3", "--sample-every", "2", "--option", "ngf=8", "--option", "ndf=8",
+                        "--no-progress", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]

@@ -120,6 +120,18 @@ class GanModel(nn.Module):
         """The bare networks by name (DDP wrappers removed) — what checkpoints store."""
         return {n: unwrap(getattr(self, n)) for n in self.network_names}
 
+    @contextlib.contextmanager
+    def unwrapped(self) -> Iterator[None]:
+        """Bare networks for work only one DDP rank does (previews): DDP's forward would wait for the others."""
+        wrapped = {n: getattr(self, n) for n in self.network_names}
+        for name, net in wrapped.items():
+            setattr(self, name, unwrap(net))
+        try:
+            yield
+        finally:
+            for name, net in wrapped.items():
+                setattr(self, name, net)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on CUDA when the trainer enables it; a no-op otherwise."""
         if self.amp_dtype is None:
