@@ -145,7 +145,7 @@ def _restore_rng(tensors: dict[str, torch.Tensor], device: torch.device, rank: i
 
 
 def _preview_image(images: list[torch.Tensor]) -> np.ndarray:
-    """A grid: one row per item, one column per image of ``model.preview``; masks shown grey."""
+    """One row per item, one column per image of ``model.preview``; grey gutters, as masks are mostly white."""
     rows = []
     for i in range(images[0].shape[0]):
         cells = []
@@ -153,9 +153,9 @@ def _preview_image(images: list[torch.Tensor]) -> np.ndarray:
             a = ((t[i].detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
             a = a.expand(3, -1, -1) if a.shape[0] == 1 else a
             cells.append(a.permute(1, 2, 0).numpy())
-            cells.append(np.full((a.shape[1], 4, 3), 255, np.uint8))
+            cells.append(np.full((a.shape[1], 4, 3), 96, np.uint8))
         rows.append(np.concatenate(cells[:-1], 1))
-        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
+        rows.append(np.full((4, rows[-1].shape[1], 3), 96, np.uint8))
     return np.concatenate(rows[:-1], 0)
 
 
