@@ -98,8 +98,25 @@ class NoiseModel(GanModel):
         check_noise_size(cls, options, size)
         super().check_size(options, size)
 
+    loss_names = ("G", "D_real", "D_fake")
+    #: factor on the discriminator's loss (DEPAS halves it, as pix2pixHD does)
+    d_loss_weight = 1.0
+
     def optimizer_groups(self):
         return {"G": list(self.G.parameters()), "D": list(self.D.parameters())}
+
+    def train_step(self, batch, optimizers):
+        real = batch["fine"]
+        z = self.noise(real.shape[0])
+        with self.autocast():
+            fake = self.G(z)
+            d_real = self.gan_loss(self.D(real), True)
+            d_fake = self.gan_loss(self.D(fake.detach()), False)
+        self.step(optimizers["D"], self.d_loss_weight * (d_real + d_fake))
+        with self.frozen(self.D), self.autocast():
+            g = self.gan_loss(self.D(fake), True)
+        self.step(optimizers["G"], g)
+        return {"G": g.item(), "D_real": d_real.item(), "D_fake": d_fake.item()}
 
     def noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """n noise vectors (n x nz x 1 x 1) on the model's device; drawn on CPU when a (CPU) generator is
@@ -135,7 +152,6 @@ class NoiseModel(GanModel):
 class Model(NoiseModel):
     name = "dcgan"
     options_type = Options
-    loss_names = ("G", "D_real", "D_fake")
 
     def __init__(self, options: Options, size: tuple[int, int]):
         super().__init__(options, size)
@@ -144,15 +160,3 @@ class Model(NoiseModel):
         init_weights(self)
         self.gan_loss = GANLoss("vanilla")
 
-    def train_step(self, batch, optimizers):
-        real = batch["fine"]
-        z = self.noise(real.shape[0])
-        with self.autocast():
-            fake = self.G(z)
-            d_real = self.gan_loss(self.D(real), True)
-            d_fake = self.gan_loss(self.D(fake.detach()), False)
-        self.step(optimizers["D"], d_real + d_fake)
-        with self.frozen(self.D), self.autocast():
-            g = self.gan_loss(self.D(fake), True)
-        self.step(optimizers["G"], g)
-        return {"G": g.item(), "D_real": d_real.item(), "D_fake": d_fake.item()}

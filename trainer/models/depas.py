@@ -93,7 +93,7 @@ class Generator(nn.Module):
 class Model(NoiseModel):
     name = "depas"
     options_type = Options
-    loss_names = ("G", "D_real", "D_fake")
+    d_loss_weight = 0.5
 
     def __init__(self, options: Options, size: tuple[int, int]):
         super().__init__(options, size)
@@ -105,16 +105,3 @@ class Model(NoiseModel):
 
     def sample(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return self.G(z, generator)
-
-    def train_step(self, batch, optimizers):
-        real = batch["fine"]
-        z = self.noise(real.shape[0])
-        with self.autocast():
-            fake = self.G(z)
-            d_real = self.gan_loss(self.D(real), True)
-            d_fake = self.gan_loss(self.D(fake.detach()), False)
-        self.step(optimizers["D"], 0.5 * (d_real + d_fake))
-        with self.frozen(self.D), self.autocast():
-            g = self.gan_loss(self.D(fake), True)
-        self.step(optimizers["G"], g)
-        return {"G": g.item(), "D_real": d_real.item(), "D_fake": d_fake.item()}
