@@ -187,3 +187,13 @@ def test_ddp_previews_with_batch_norm_do_not_wait_for_other_ranks(he_patches, tm
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]
+
+
+def test_device_auto_falls_back_to_the_cpu_and_a_missing_gpu_is_named():
+    from trainer.devices import pick_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert pick_device("auto").type in ("cpu", "mps")
+    with pytest.raises(PriorPathError, match="sees no CUDA GPU"):
+        pick_device("cuda")
