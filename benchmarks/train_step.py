@@ -98,7 +98,7 @@ def main() -> None:
             else:
                 p, o = results["plain"], results["ours"]
                 print(f"| {name} | {size} | {o['params_m']:.1f} | {p['seconds']:.2f} | {o['seconds']:.2f} | "
-                      f"{1 / o['seconds']:.2f} | {p['seconds'] / o['seconds']:.2f}x | {p['peak_mb']:.0f} | "
+                      f"{1 / o['seconds']:.3f} | {p['seconds'] / o['seconds']:.2f}x | {p['peak_mb']:.0f} | "
                       f"{o['peak_mb']:.0f} |", flush=True)
     print(f"\ndevice: {results.get('ours', {}).get('device', '?')}")
 
