@@ -197,3 +197,45 @@ def test_device_auto_falls_back_to_the_cpu_and_a_missing_gpu_is_named():
     assert pick_device("auto").type in ("cpu", "mps")
     with pytest.raises(PriorPathError, match="sees no CUDA GPU"):
         pick_device("cuda")
+
+
+TINY_OPTIONS = {
+    "pix2pix": {"ngf": 8, "ndf": 8},
+    "cyclegan": {"ngf": 8, "ndf": 8, "n_blocks": 2, "pool_size": 3},
+    "pix2pixhd": {"ngf": 8, "ndf": 8, "n_blocks": 2, "n_downsampling": 2},
+    "dcgan": {"ngf": 8, "ndf": 8},
+    "depas": {"ngf": 8, "ndf": 8},
+}
+
+
+@pytest.mark.parametrize("model", ["cyclegan", "pix2pixhd", "dcgan", "depas"])
+def test_every_model_resumes_exactly(he_patches, tmp_path, model):
+    """Stop at step 4, resume to 7: the same weights, optimizer moments (and CycleGAN pools) as 7 in one go."""
+    def config(steps):
+        return tiny_config(he_patches, model=model, options=TINY_OPTIONS[model], max_steps=steps)
+
+    train(config(7), tmp_path / "straight")
+    train(config(4), tmp_path / "split")
+    train(resume_config(tmp_path / "split", {"max_steps": 7}), tmp_path / "split", resume=True)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    if model == "cyclegan":
+        pools = [k for k in load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.safetensors").tensors
+                 if k.startswith("extra.pool_")]
+        assert len(pools) == 6  # two pools of 3
+
+
+@pytest.mark.parametrize("model", ["cyclegan", "pix2pixhd", "dcgan", "depas"])
+def test_every_model_trains_with_ddp_on_two_cpu_processes(he_patches, tmp_path, model):
+    options = [a for k, v in TINY_OPTIONS[model].items() for a in ("--option", f"{k}={v}")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "trainer.cli", "train", "--model", model, "--data", str(he_patches), "--size",
+                        "64x128", "--max-steps", "2", "--sample-every", "1", *options, "--no-progress",
+                        "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.safetensors")
+    assert ckpt.state == {**ckpt.state, "step": 2, "world": 2}
+    assert len(list((tmp_path / "run" / "samples").iterdir())) == 2
