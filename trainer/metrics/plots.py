@@ -73,7 +73,7 @@ def grid_png(results: Mapping[str, GridResult], global_fid: Mapping[str, float],
         top.plot(cells, local, "o-", color=colours[name], label=f"{name} (local)")
         top.axhline(global_fid[name], color=colours[name], ls="--", lw=1, label=f"{name} (all masks)")
     if not any(c.local_fid is not None for r in results.values() for c in r.cells):
-        top.text(0.5, 0.5, f"no cell holds >= {min_count} real and generated masks", transform=top.transAxes,
+        top.text(0.5, 0.75, f"no cell holds >= {min_count} real and generated masks", transform=top.transAxes,
                  ha="center", va="center", color="grey")
     top.set_ylabel("FID to the real masks")
     top.set_title(f"Local FID per grid cell (where both sets have >= {min_count} masks)")
