@@ -86,13 +86,21 @@ class GanModel(nn.Module):
         return 1
 
     @classmethod
+    def min_side(cls, options: Any, size: tuple[int, int]) -> int:
+        """The smallest height or width the networks can take (e.g. so a reflection pad has room)."""
+        return 1
+
+    @classmethod
     def check_size(cls, options: Any, size: tuple[int, int]) -> None:
         h, w = size
         m = cls.size_multiple(options, size)
-        if h <= 0 or w <= 0 or h % m or w % m:
-            examples = ", ".join(f"{a}x{b}" for a, b in ((m, m), (m, 2 * m), (2 * m, 4 * m)))
+        smallest = max(m, cls.min_side(options, size))
+        if min(h, w) < smallest or h % m or w % m:
+            low = -(-smallest // m) * m
+            examples = ", ".join(f"{a}x{b}" for a, b in ((low, low), (low, 2 * low), (2 * low, 4 * low)))
+            rule = f"multiples of {m} and at least {smallest}" if m > 1 else f"at least {smallest}"
             raise PriorPathError(f"{cls.name} cannot take {h}x{w} with these options: height and width must be "
-                                 f"positive multiples of {m} (e.g. {examples}); resize with --size HxW")
+                                 f"{rule} (e.g. {examples}); resize with --size HxW")
 
     # --- training contract ---------------------------------------------------------------------------------
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -13,7 +13,6 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..errors import PriorPathError
 from .base import GanModel, ModelOptions
 from .layers import GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights
 
@@ -59,13 +58,9 @@ class Model(GanModel):
         return 2 ** N_DOWN
 
     @classmethod
-    def check_size(cls, options: Options, size: tuple[int, int]) -> None:
-        super().check_size(options, size)
+    def min_side(cls, options: Options, size: tuple[int, int]) -> int:
         # the residual blocks reflect-pad a grid of size/4; the PatchGAN shrinks a side to size/2**d_layers - 2
-        smallest = max(2 * 2 ** N_DOWN, 3 * 2 ** options.d_layers)
-        if min(size) < smallest:
-            raise PriorPathError(f"{cls.name} cannot take {size[0]}x{size[1]}: both sides must be at least "
-                                 f"{smallest} (and multiples of {2 ** N_DOWN})")
+        return max(2 * 2 ** N_DOWN, 3 * 2 ** options.d_layers)
 
     def optimizer_groups(self):
         return {"G": [*self.G_A.parameters(), *self.G_B.parameters()],

@@ -17,7 +17,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..errors import PriorPathError
 from .base import GanModel, ModelOptions
 from .layers import GANLoss, evaluating, init_weights
 
@@ -40,12 +39,6 @@ def growth(options, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
 def widths(options, n_up: int, first: int) -> list[int]:
     """Widths at each resolution from the base grid outwards: ``first`` doubled per level, capped."""
     return [min(options.max_width, first * 2 ** (n_up - 1 - i)) for i in range(n_up)]
-
-
-def check_noise_size(cls, options, size: tuple[int, int]) -> None:
-    if min(size) < options.base:
-        raise PriorPathError(f"{cls.name} cannot take {size[0]}x{size[1]}: both sides must be at least "
-                             f"{options.base}")
 
 
 class Generator(nn.Module):
@@ -94,9 +87,8 @@ class NoiseModel(GanModel):
         return 2 ** growth(options, size)[0]
 
     @classmethod
-    def check_size(cls, options, size: tuple[int, int]) -> None:
-        check_noise_size(cls, options, size)
-        super().check_size(options, size)
+    def min_side(cls, options, size: tuple[int, int]) -> int:
+        return options.base
 
     loss_names = ("G", "D_real", "D_fake")
     #: factor on the discriminator's loss (DEPAS halves it, as pix2pixHD does)

@@ -167,12 +167,8 @@ class Model(GanModel):
         return 2 ** (options.n_downsampling + options.local_enhancers)
 
     @classmethod
-    def check_size(cls, options: Options, size: tuple[int, int]) -> None:
-        super().check_size(options, size)
-        smallest = 2 * cls.size_multiple(options, size)  # residual blocks reflect-pad the innermost grid
-        if min(size) < smallest:
-            raise PriorPathError(f"{cls.name} cannot take {size[0]}x{size[1]} with these options: both sides "
-                                 f"must be at least {smallest} (and multiples of {smallest // 2})")
+    def min_side(cls, options: Options, size: tuple[int, int]) -> int:
+        return 2 * cls.size_multiple(options, size)  # residual blocks reflect-pad the innermost grid
 
     def optimizer_groups(self):
         return {"G": list(self.G.parameters()), "D": list(self.D.parameters())}
