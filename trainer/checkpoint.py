@@ -106,8 +106,11 @@ def refuse_pickle(path: Path) -> None:
             f"weights yourself with safetensors.torch.save_file).")
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint, with a specific error for missing, pickled, corrupt or foreign files."""
+def load_checkpoint(path: Path, with_tensors: bool = True) -> Checkpoint:
+    """Read a checkpoint, with a specific error for missing, pickled, corrupt or foreign files.
+
+    ``with_tensors=False`` reads only the JSON header (config, counters), not hundreds of MB of weights.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -117,7 +120,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()} if with_tensors else {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise PriorPathError(f"{path}: not a readable safetensors file (corrupt or truncated?): {exc}") from exc
     if metadata.get("format") != FORMAT:

@@ -75,7 +75,7 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 def resume_config(run_dir: Path, overrides: Mapping[str, Any]) -> TrainConfig:
     """The stored config of ``run_dir`` with ``overrides`` applied; changing the maths of the run is refused."""
-    ckpt = _latest(run_dir)
+    ckpt = _latest(run_dir, with_tensors=False)
     stored = make_config(ckpt.config)
     changed = [k for k in FIXED_ON_RESUME if k in overrides and _differs(overrides[k], getattr(stored, k))]
     if changed:
@@ -93,11 +93,11 @@ def _differs(given: Any, stored: Any) -> bool:
     return given != stored
 
 
-def _latest(run_dir: Path) -> Checkpoint:
+def _latest(run_dir: Path, with_tensors: bool = True) -> Checkpoint:
     path = checkpoint_dir(run_dir) / LATEST
     if not path.is_file():
         raise PriorPathError(f"{run_dir}: no checkpoint to resume from ({path} is missing)")
-    return load_checkpoint(path)
+    return load_checkpoint(path, with_tensors)
 
 
 def native_size(data: Path) -> tuple[int, int]:
