@@ -3,7 +3,7 @@
 The CLI's progress bar, the app's loss plots and anyone's own scripts read the same file. Every event has
 ``type`` and ``step`` (optimizer steps done when it happened) and ``seconds`` (training time so far).
 Types: ``start``, ``resume``, ``step`` (with ``losses`` and ``lr``), ``sample`` (``path``),
-``checkpoint`` (``path``), ``cancelled``, ``end``.
+``checkpoint`` (``path``), ``cancelled``, ``error`` (``message``), ``end``.
 """
 from __future__ import annotations
 

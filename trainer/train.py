@@ -203,8 +203,9 @@ class Trainer:
         self._build_data()
         self._build_model(checkpoint)
         log_path = self.run_dir / "events.jsonl" if self.dist.main else None
-        if checkpoint is not None and log_path is not None:
-            ev.truncate_after(log_path, self.step)
+        if log_path is not None:
+            # a resume redoes the steps after its checkpoint; a fresh run forgets a run killed before its first
+            ev.truncate_after(log_path, self.step if checkpoint is not None else -1)
         self.events = ev.EventLog(log_path)
 
     # --- setup ----------------------------------------------------------------------------------------------
@@ -296,6 +297,10 @@ class Trainer:
                 self._sample()
             self.events.emit("end", self.step, self.seconds(), path=str(path), losses=losses)
             return TrainResult(self.step, self.total_steps, path, self.seconds(), losses)
+        except PriorPathError as exc:
+            if not isinstance(exc, Cancelled):  # e.g. divergence or a full disk: readers of the log see why
+                self.events.emit("error", self.step, self.seconds(), message=str(exc))
+            raise
         finally:
             self.events.close()
 

@@ -239,3 +239,63 @@ def test_every_model_trains_with_ddp_on_two_cpu_processes(he_patches, tmp_path, 
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.safetensors")
     assert ckpt.state == {**ckpt.state, "step": 2, "world": 2}
     assert len(list((tmp_path / "run" / "samples").iterdir())) == 2
+
+
+def test_kill_9_during_training_then_resume_finishes_from_the_last_checkpoint(he_patches, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "trainer.cli", "train", "--data", str(he_patches), "--out", str(run), "--size",
+            "64x128", "--max-steps", "400", "--checkpoint-every", "3", "--option", "ngf=8", "--option", "ndf=8",
+            "--no-progress"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = run / "checkpoints" / "latest.safetensors"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(e["type"] == "checkpoint" and e["step"] >= 6
+                                                  for e in read_events(run / "events.jsonl")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = load_checkpoint(latest).state["step"]
+    assert saved >= 6
+    r = run_cli("train", "--out", run, "--resume", "--max-steps", saved + 4, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert load_checkpoint(latest).state["step"] == saved + 4
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
+    steps = [e["step"] for e in read_events(run / "events.jsonl") if e["type"] == "step"]
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 4  # redone steps are logged once
+
+
+def test_a_fresh_run_in_a_folder_killed_before_its_first_checkpoint_starts_a_new_log(he_patches, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "events.jsonl").write_text('{"type": "start", "step": 0, "seconds": 0}\n{"type": "step", "step": 1, "seconds": 1}\n')
+    train(tiny_config(he_patches, max_steps=2), run)
+    kinds = [e["type"] for e in read_events(run / "events.jsonl")]
+    assert kinds.count("start") == 1 and kinds[-1] == "end"
+
+
+def test_a_diverged_loss_stops_with_a_clear_error_and_an_error_event(he_patches, tmp_path, monkeypatch):
+    from trainer.models import pix2pix
+
+    real_step = pix2pix.Model.train_step
+
+    def diverging(self, batch, optimizers):
+        losses = real_step(self, batch, optimizers)
+        return {**losses, "G_l1": float("nan")} if self.calls_seen else losses
+
+    monkeypatch.setattr(pix2pix.Model, "calls_seen", False, raising=False)
+    monkeypatch.setattr(pix2pix.Model, "train_step", diverging)
+    run = tmp_path / "run"
+    progress_calls = []
+
+    def progress(done, total, message):
+        progress_calls.append(done)
+        pix2pix.Model.calls_seen = True
+
+    with pytest.raises(PriorPathError, match="diverged at step 2: loss G_l1 is not finite"):
+        train(tiny_config(he_patches, max_steps=5), run, progress=progress)
+    last = read_events(run / "events.jsonl")[-1]
+    assert last["type"] == "error" and "diverged" in last["message"] and progress_calls == [1]
