@@ -26,7 +26,7 @@ from .checkpoint import Checkpoint, load_checkpoint, load_weights, optimizer_sta
 from .config import FIXED_ON_RESUME, TrainConfig, lr_factor, make_config
 from .data.dataset import PairedMaskDataset, read_image
 from .data.prepare import read_manifest
-from .devices import Distributed, pick_device, start_distributed
+from .devices import Distributed, pick_device, start_distributed, stop_distributed
 from .errors import Cancelled, PriorPathError
 from .fileio import ensure_writable_dir, remove_stale_temporaries, write_png
 from .jobs import CancelToken, ProgressFn, no_progress
@@ -399,4 +399,22 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def train(config: TrainConfig, run_dir: Path, resume: bool = False, progress: Optional[ProgressFn] = None,
           cancel: Optional[CancelToken] = None) -> TrainResult:
     """Train ``config.model`` on ``config.data``, writing checkpoints, samples and events to ``run_dir``."""
-    return Trainer(config, run_dir, resume, progress, cancel).run()
+    try:
+        trainer = Trainer(config, run_dir, resume, progress, cancel)
+        try:
+            result = trainer.run()
+        except Cancelled:
+            _wait_for_all_ranks(trainer.dist)  # every rank stopped at the same step (all-reduced)
+            raise
+        _wait_for_all_ranks(trainer.dist)  # rank 0 may still be writing its last sample
+        return result
+    finally:
+        # leave the process group explicitly: a rank exiting with it open was aborted by gloo at times
+        stop_distributed()
+
+
+def _wait_for_all_ranks(dist: Distributed) -> None:
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()
