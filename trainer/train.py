@@ -49,23 +49,29 @@ class TrainResult:
 
 
 class UnpairedDataset(Dataset):
-    """Condition i with a target drawn from a seeded permutation, so CycleGAN never sees true pairs."""
+    """Condition i with a target drawn from a seeded per-epoch permutation, so CycleGAN never sees true pairs.
 
-    def __init__(self, paired: PairedMaskDataset, seed: int):
-        self.paired, self.seed, self.epoch = paired, seed, 0
+    Conditions and targets are separate single-kind datasets, so each item reads two files, not four.
+    """
+
+    def __init__(self, root: Path, kinds: tuple[str, str], size: tuple[int, int], augment: bool, seed: int):
+        self.condition_kind, self.target_kind = kinds
+        self.conditions = PairedMaskDataset(root, size=size, augment=augment, seed=seed, kinds=(kinds[0],))
+        self.targets = PairedMaskDataset(root, self.conditions.stems, size, augment, seed, kinds=(kinds[1],))
+        self.seed = seed
+        self.set_epoch(0)
 
     def __len__(self) -> int:
-        return len(self.paired)
+        return len(self.conditions)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.paired.set_epoch(epoch)
+        self.conditions.set_epoch(epoch)
+        self.targets.set_epoch(epoch)
+        self.order = np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.conditions))
 
     def __getitem__(self, index: int) -> dict:
-        condition_kind, target_kind = self.paired.kinds[:2]
-        perm = np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(self.paired))
-        item = dict(self.paired[index])
-        item[target_kind] = self.paired[int(perm[index])][target_kind]
+        item = self.conditions[index]
+        item[self.target_kind] = self.targets[int(self.order[index])][self.target_kind]
         return item
 
 
@@ -230,8 +236,11 @@ class Trainer:
 
     def _build_data(self) -> None:
         c = self.config
-        paired = PairedMaskDataset(c.data, size=self.size, augment=c.augment, seed=c.seed, kinds=self.model_cls.kinds)
-        self.dataset = paired if self.model_cls.paired else UnpairedDataset(paired, c.seed)
+        kinds = self.model_cls.kinds
+        if self.model_cls.paired:
+            self.dataset = PairedMaskDataset(c.data, size=self.size, augment=c.augment, seed=c.seed, kinds=kinds)
+        else:
+            self.dataset = UnpairedDataset(Path(c.data), kinds, self.size, c.augment, c.seed)
         per_step = c.batch_size * self.dist.world
         self.steps_per_epoch = len(self.dataset) // per_step
         if self.steps_per_epoch == 0:
