@@ -83,3 +83,19 @@ def mean_change(history: list[dict[str, float]], *keys: str, window: int = 5) ->
 def adam(model, lr: float = 1e-3, **lrs: float) -> dict[str, torch.optim.Optimizer]:
     """Adam per optimizer group (paper betas); ``lrs`` overrides a group's rate (0 freezes it)."""
     return {g: torch.optim.Adam(ps, lrs.get(g, lr), betas=(0.5, 0.999)) for g, ps in model.optimizer_groups().items()}
+
+
+def assert_noise_gan_learns(model, batch, g_factor: float, noise_seed=None, steps: int = 20) -> None:
+    """D's loss on real vs generated masks halves; then, against D frozen (learning rate 0), G's loss falls
+    below ``g_factor`` of its start. ``noise_seed`` reseeds before every step so G chases one fixed sample."""
+    optimizers = adam(model)
+    first, last = mean_change([model.train_step(batch, optimizers) for _ in range(steps)], "D_real", "D_fake")
+    assert last < 0.5 * first, (first, last)
+    optimizers = adam(model, D=0.0)
+    history = []
+    for _ in range(steps):
+        if noise_seed is not None:
+            torch.manual_seed(noise_seed)
+        history.append(model.train_step(batch, optimizers))
+    first, last = mean_change(history, "G")
+    assert last < g_factor * first, (first, last)
