@@ -156,6 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=32, metavar="B", help="masks per Inception batch (default 32)")
     ev.add_argument("--seed", type=int, default=0, help="seed for t-SNE and KID subsets (default 0)")
     ev.set_defaults(func=_cmd_eval)
+
+    models = argparse.ArgumentParser(add_help=False)
+    models.add_argument("--mask-model", default=None, metavar="CKPT",
+                        help="coarse->fine checkpoint (default: the shipped default model)")
+    models.add_argument("--rgb-model", default=None, metavar="CKPT",
+                        help="fine->RGB checkpoint (default: the shipped default model; 'none' stops at fine masks)")
+    models.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default auto")
+    models.add_argument("--seed", type=int, default=0, help="random seed (same seed, same outputs; default 0)")
+    g = sub.add_parser("generate", parents=[common, models], help="coarse masks -> fine masks -> RGB tiles",
+                       description="Write OUT/fine/<stem>.png (binary, the input's size) and OUT/rgb/<stem>.png for "
+                                   "every coarse mask (binary PNG/TIFF or Labelme JSON) given.")
+    g.add_argument("--coarse", required=True, nargs="+", type=Path, metavar="DIR|FILE", help="coarse masks or folders")
+    g.add_argument("--out", required=True, type=Path, help="output folder")
+    g.add_argument("--variations", type=int, default=1, metavar="K",
+                   help="K samples per input, <stem>_v0 ... with seeds S ... S+K-1 (default 1)")
+    g.set_defaults(func=_cmd_generate)
+
+    x = sub.add_parser("export", parents=[common, models], help="a synthetic dataset: coarse, fine, RGB and manifest",
+                       description="Grow a synthetic dataset from sketches: OUT/coarse, OUT/fine, OUT/rgb and "
+                                   "OUT/manifest.csv, the layout 'prepare' writes. Rerunning the same command after an "
+                                   "interruption continues it; a larger --count extends it.")
+    x.add_argument("--sketches", required=True, nargs="+", type=Path, metavar="DIR|FILE",
+                   help="sketches: mask images or Labelme JSON, or folders of them")
+    x.add_argument("--count", required=True, type=int, metavar="N", help="number of samples")
+    x.add_argument("--out", required=True, type=Path, help="output folder")
+    x.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="augment the sketches (default) or use them as they are")
+    x.add_argument("--size", type=_size, default=None, metavar="HxW",
+                   help="sample size (default: the size the mask model was trained at)")
+    x.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -278,6 +308,69 @@ def _cmd_eval(args) -> int:
               f"{m['precision']:>6.3f} {m['recall']:>6.3f} {m['density']:>6.3f} {m['coverage']:>6.3f} "
               f"{m['cells_covered']:>6.2f}")
     print(f"{result.computed} masks through Inception in {time.perf_counter() - start:.1f} s; report in {args.out}")
+    return 0
+
+
+def _engine(args):
+    from .inference import Engine
+
+    engine = Engine(args.mask_model, args.rgb_model, device=args.device)
+    for role, label in engine.describe().items():
+        log.info("%s model: %s", role, label)
+    return engine
+
+
+def _with_cancel(run):
+    """Run ``run(cancel)`` with the first Ctrl-C/SIGTERM turned into a clean stop after the current item."""
+    import signal
+
+    from .jobs import CancelToken
+
+    cancel = CancelToken()
+
+    def stop(signum, frame):
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        print("\npriorpath: stopping after this sample (Ctrl-C again to abort)", file=sys.stderr)
+        cancel.cancel()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run(cancel)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _cmd_generate(args) -> int:
+    from .generate import generate_files
+
+    engine = _engine(args)
+    bar = _Bar("sample", enabled=not args.no_progress)
+    try:
+        result = _with_cancel(lambda cancel: generate_files(args.coarse, args.out, engine, seed=args.seed,
+                                                            variations=args.variations, progress=bar, cancel=cancel))
+    finally:
+        bar.close()
+    where = f"{result.fine_dir}" + (f" and {result.rgb_dir}" if result.rgb_dir else "")
+    print(f"{result.written} samples written to {where}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_dataset
+
+    engine = _engine(args)
+    bar = _Bar("sample", enabled=not args.no_progress)
+    start = time.perf_counter()
+    try:
+        result = _with_cancel(lambda cancel: export_dataset(args.sketches, args.out, args.count, engine,
+                                                            augment=args.augment, seed=args.seed, size=args.size,
+                                                            progress=bar, cancel=cancel))
+    finally:
+        bar.close()
+    print(f"{result.count} samples in {result.out} ({result.generated} made now, in "
+          f"{time.perf_counter() - start:.0f} s)")
     return 0
 
 

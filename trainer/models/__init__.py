@@ -13,6 +13,7 @@ REGISTRY = {
     "pix2pixhd": "trainer.models.pix2pixhd",
     "dcgan": "trainer.models.dcgan",
     "depas": "trainer.models.depas",
+    "analogy": "trainer.models.analogy",
 }
 
 

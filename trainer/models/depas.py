@@ -27,7 +27,7 @@ from torch import nn
 
 from .base import ModelOptions
 from .dcgan import NoiseModel, growth, widths
-from .layers import GANLoss, MultiscaleDiscriminator, init_weights, straight_through_sign
+from .layers import GANLoss, MultiscaleDiscriminator, NoiseInjection, init_weights, straight_through_sign
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,25 +42,6 @@ class Options(ModelOptions):
     d_norm: str = "instance"
     gan_mode: str = "lsgan"
     tau: float = 1.0  # temperature of the tanh surrogate in the straight-through gradient
-
-
-def _randn(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """A B x 1 x H x W N(0, 1) map; from ``generator`` (on CPU, so seeds are device-independent) if given."""
-    shape = (like.shape[0], 1, *like.shape[2:])
-    if generator is None:
-        return torch.randn(shape, device=like.device, dtype=like.dtype)
-    return torch.randn(shape, generator=generator).to(like.device, like.dtype)
-
-
-class NoiseInjection(nn.Module):
-    """x + scale[c] * noise, one noise map shared by all channels, a learned scale per channel (StyleGAN)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
-
-    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return x + self.scale.to(x.dtype) * _randn(x, generator)
 
 
 class Generator(nn.Module):

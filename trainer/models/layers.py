@@ -6,7 +6,7 @@ weights from N(0, 0.02), LeakyReLU(0.2) in discriminators, reflection padding in
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -254,3 +254,22 @@ def straight_through_sign(x: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     soft = torch.tanh(x / tau)
     hard = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
     return hard + (soft - soft.detach())
+
+
+def noise_map(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """A B x 1 x H x W N(0, 1) map; from ``generator`` (on CPU, so seeds are device-independent) if given."""
+    shape = (like.shape[0], 1, *like.shape[2:])
+    if generator is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    return torch.randn(shape, generator=generator).to(like.device, like.dtype)
+
+
+class NoiseInjection(nn.Module):
+    """x + scale[c] * noise, one noise map shared by all channels, a learned scale per channel (StyleGAN)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return x + self.scale.to(x.dtype) * noise_map(x, generator)

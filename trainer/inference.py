@@ -1,0 +1,252 @@
+"""The inference engine: coarse mask -> fine mask -> RGB tile with trained checkpoints (no Qt).
+
+``Engine`` loads a coarse->fine model (pix2pix, CycleGAN or the example-based ``analogy``) and a
+fine->RGB model (pix2pixHD) from our safetensors checkpoints; with no path given it uses the default
+models shipped in ``resources/models``. Inputs of any size are padded to what the network takes, or, when
+much larger than the size the model was trained at, cut into overlapping tiles that are blended with a
+linear ramp and cropped back. Fine masks come out binary (0/255, uint8), RGB tiles as HxWx3 uint8.
+
+Each call takes a seed: the same seed gives the same output, another seed another plausible one (the
+models' noise: dropout or noise maps in pix2pix, the example choice in analogy). One engine may be shared
+by threads; calls are serialised by a lock because seeding touches torch's global RNG.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .devices import pick_device
+from .errors import PriorPathError
+from .jobs import CancelToken, ProgressFn, check, no_progress
+
+#: coarse->fine models and fine->RGB models, by the prepared folders they read
+MASK_KINDS = ("coarse", "fine")
+RGB_KINDS = ("fine", "rgb")
+MIN_SIDE = 16  # smaller inputs hold no texture worth generating
+MAX_SIDE = 20000  # beyond this a mask is surely a mistake (a whole slide at level 0 wants --level)
+TILE_OVERLAP = 64
+
+
+def resources_dir() -> Path:
+    """``resources/`` of a source checkout, or of a PyInstaller bundle (``sys._MEIPASS``)."""
+    frozen = getattr(sys, "_MEIPASS", None)
+    return Path(frozen) / "resources" if frozen else Path(__file__).resolve().parents[1] / "resources"
+
+
+def default_model_path(role: str) -> Path:
+    """The shipped default model for ``role`` ("mask" or "rgb")."""
+    if role not in ("mask", "rgb"):
+        raise ValueError(role)
+    return resources_dir() / "models" / f"{role}_default.safetensors"
+
+
+def file_hash(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256: names a model version in manifests."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    name: str  # the model type, e.g. "pix2pix"
+    size: tuple[int, int]  # the size it was trained at
+    steps: int
+    sha: str
+    module: torch.nn.Module
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.path.name}, {self.steps} steps, {self.size[0]}x{self.size[1]})"
+
+
+def load_model(path: Union[str, Path], role: str, device: torch.device) -> LoadedModel:
+    """Load a checkpoint for ``role`` ("mask": coarse->fine, "rgb": fine->RGB), refusing one of another kind."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    from .models import model_class
+
+    kinds = model_class(ckpt.model_name).kinds
+    wanted = MASK_KINDS if role == "mask" else RGB_KINDS
+    if tuple(kinds) != wanted:
+        what = "coarse mask -> fine mask" if role == "mask" else "fine mask -> RGB"
+        raise PriorPathError(f"{path}: a {ckpt.model_name} checkpoint ({' -> '.join(kinds)}), not a {what} model")
+    module = ckpt.build_model(device)
+    module.eval()
+    return LoadedModel(path, ckpt.model_name, ckpt.size, int(ckpt.state.get("step", 0)), file_hash(path), module)
+
+
+def check_mask(mask: np.ndarray, what: str) -> np.ndarray:
+    """A coarse or fine mask as HxW uint8 0/255; anything else is refused with the reason."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise PriorPathError(f"{what}: a mask must be a single-channel image, got shape {mask.shape}")
+    h, w = mask.shape
+    if min(h, w) < MIN_SIDE or max(h, w) > MAX_SIDE:
+        raise PriorPathError(f"{what}: {h}x{w} is outside the sizes the engine takes "
+                             f"({MIN_SIDE} to {MAX_SIDE} pixels a side)")
+    levels = np.unique(mask)
+    if len(levels) > 2 or not set(levels.tolist()) <= {0, 1, 255}:
+        raise PriorPathError(f"{what}: not a binary mask ({len(levels)} grey levels, e.g. "
+                             f"{', '.join(map(str, levels[:4].tolist()))}); a mask holds only air (0) and "
+                             f"tissue (255 or 1) — threshold it first")
+    return np.where(mask > 0, 255, 0).astype(np.uint8)
+
+
+class Engine:
+    """Coarse -> fine -> RGB with loaded models; see the module docstring."""
+
+    def __init__(self, mask_model: Union[str, Path, None] = None, rgb_model: Union[str, Path, None] = None,
+                 device: str = "auto", half: Optional[bool] = None, tile: str = "auto"):
+        """``mask_model``/``rgb_model``: checkpoint paths, None for the default, "none" for no model.
+        ``half``: fp16 autocast (default: on CUDA). ``tile``: "auto", "always" or "never"."""
+        if tile not in ("auto", "always", "never"):
+            raise PriorPathError(f"tile must be auto, always or never, got {tile!r}")
+        self.device = pick_device(device)
+        self.half = (self.device.type == "cuda") if half is None else bool(half)
+        self.tile = tile
+        self._lock = threading.Lock()
+        self.mask = self._load(mask_model, "mask")
+        self.rgb_model = self._load(rgb_model, "rgb")
+
+    def _load(self, path, role: str) -> Optional[LoadedModel]:
+        if path is not None and str(path).lower() == "none":
+            return None
+        path = default_model_path(role) if path is None else Path(path)
+        if not path.is_file() and path == default_model_path(role):
+            raise PriorPathError(f"the default {role} model is missing ({path}); reinstall, or name a checkpoint")
+        model = load_model(path, role, self.device)
+        if model.name == "analogy":
+            model.module.features()  # build the search index now, not on the first pen-up
+        return model
+
+    def describe(self) -> dict[str, str]:
+        return {role: (m.label if m else "none") for role, m in (("mask", self.mask), ("rgb", self.rgb_model))}
+
+    # --- public calls ---------------------------------------------------------------------------------------
+    def fine(self, coarse: np.ndarray, seed: int = 0, progress: ProgressFn = no_progress,
+             cancel: Optional[CancelToken] = None) -> np.ndarray:
+        """A coarse mask (HxW, 0/255) -> a fine mask of the same size (0/255 uint8)."""
+        if self.mask is None:
+            raise PriorPathError("no coarse->fine model loaded")
+        coarse = check_mask(coarse, "coarse mask")
+        x = torch.from_numpy(coarse).float().div(127.5).sub(1)[None]
+        out = self._run(self.mask, x, seed, progress, cancel)
+        return np.where(out[0] >= 0, 255, 0).astype(np.uint8)
+
+    def rgb(self, fine: np.ndarray, seed: int = 0, progress: ProgressFn = no_progress,
+            cancel: Optional[CancelToken] = None) -> np.ndarray:
+        """A fine mask (HxW, 0/255) -> an RGB tile (HxWx3 uint8)."""
+        if self.rgb_model is None:
+            raise PriorPathError("no fine->RGB model loaded")
+        fine = check_mask(fine, "fine mask")
+        x = torch.from_numpy(fine).float().div(127.5).sub(1)[None]
+        out = self._run(self.rgb_model, x, seed, progress, cancel)
+        return np.clip((out.transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+    def generate(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None
+                 ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Coarse -> (fine, RGB or None when no RGB model is loaded)."""
+        fine = self.fine(coarse, seed, cancel=cancel)
+        return fine, (self.rgb(fine, seed, cancel=cancel) if self.rgb_model is not None else None)
+
+    # --- the work ---------------------------------------------------------------------------------------------
+    def _run(self, model: LoadedModel, x: torch.Tensor, seed: int, progress: ProgressFn,
+             cancel: Optional[CancelToken]) -> np.ndarray:
+        """x: CxHxW in [-1, 1] -> the network's output CxHxW (float32, numpy), padded or tiled as needed."""
+        with self._lock, torch.inference_mode(), self._seeded(seed):
+            h, w = x.shape[-2:]
+            th, tw = model.size
+            tiled = self.tile == "always" or (self.tile == "auto" and (h > 2 * th or w > 2 * tw))
+            if model.name == "analogy":
+                tiled = False  # it works block by block at any size already
+            if not tiled:
+                check(cancel)
+                out = self._forward(model, x[None], seed)[0]
+                progress(1, 1, "")
+                return out.numpy()
+            return self._tiled(model, x, (th, tw), seed, progress, cancel)
+
+    def _forward(self, model: LoadedModel, batch: torch.Tensor, seed: int) -> torch.Tensor:
+        """Pad a Bx C x H x W batch to the network's multiple, run it, crop back; float32 on the CPU."""
+        net = model.module
+        h, w = batch.shape[-2:]
+        m = net.size_multiple(net.options, model.size)
+        low = max(m, net.min_side(net.options, model.size))
+        ph, pw = max(low, -(-h // m) * m) - h, max(low, -(-w // m) * m) - w
+        if ph or pw:
+            batch = torch.nn.functional.pad(batch, (0, pw, 0, ph), mode="replicate")
+        batch = batch.to(self.device)
+        if model.name == "analogy":
+            out = net.translate(batch, torch.Generator().manual_seed(seed))
+        else:
+            with self._autocast():
+                out = net.translate(batch)
+        return out[..., :h, :w].float().cpu()
+
+    def _tiled(self, model: LoadedModel, x: torch.Tensor, tile: tuple[int, int], seed: int,
+               progress: ProgressFn, cancel: Optional[CancelToken]) -> np.ndarray:
+        h, w = x.shape[-2:]
+        th, tw = min(tile[0], h), min(tile[1], w)
+        ys, xs = _starts(h, th, TILE_OVERLAP), _starts(w, tw, TILE_OVERLAP)
+        weight = _ramp(th, TILE_OVERLAP)[:, None] * _ramp(tw, TILE_OVERLAP)[None, :]
+        total = torch.zeros(0)
+        norm = torch.zeros(h, w)
+        done, count = 0, len(ys) * len(xs)
+        for y in ys:
+            for x0 in xs:
+                check(cancel)
+                out = self._forward(model, x[None, :, y:y + th, x0:x0 + tw], seed)[0]
+                if not total.numel():
+                    total = torch.zeros(out.shape[0], h, w)
+                total[:, y:y + th, x0:x0 + tw] += out * weight
+                norm[y:y + th, x0:x0 + tw] += weight
+                done += 1
+                progress(done, count, f"tile {done}/{count}")
+        return (total / norm).numpy()
+
+    def _autocast(self):
+        if self.half and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int) -> Iterator[None]:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise PriorPathError(f"seed must be a non-negative integer, got {seed!r}")
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda"):
+            torch.manual_seed(int(seed))
+            yield
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering [0, length) with at least ``overlap`` pixels shared by neighbours."""
+    if tile >= length:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return sorted(set(starts))
+
+
+def _ramp(length: int, overlap: int) -> torch.Tensor:
+    """Blend weights along one side of a tile: rising over ``overlap`` pixels at both ends, never 0."""
+    ramp = torch.ones(length)
+    n = min(overlap, length // 2)
+    if n:
+        edge = (torch.arange(n, dtype=torch.float32) + 1) / (n + 1)
+        ramp[:n] = edge
+        ramp[-n:] = edge.flip(0)
+    return ramp
