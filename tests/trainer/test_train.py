@@ -38,7 +38,7 @@ def tiny_config(data, **values) -> TrainConfig:
 
 def weights(run_dir) -> dict[str, torch.Tensor]:
     ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
-    return {k: v for k, v in ckpt.tensors.items() if k.startswith(("net.", "optim."))}
+    return {k: v for k, v in ckpt.tensors.items() if k.startswith(("net.", "optim.", "extra."))}
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(he_patches, tmp_path):
@@ -205,10 +205,11 @@ TINY_OPTIONS = {
     "pix2pixhd": {"ngf": 8, "ndf": 8, "n_blocks": 2, "n_downsampling": 2},
     "dcgan": {"ngf": 8, "ndf": 8},
     "depas": {"ngf": 8, "ndf": 8},
+    "analogy": {"windows_per_patch": 8, "max_windows": 40},  # the reservoir is full by step 5
 }
 
 
-@pytest.mark.parametrize("model", ["cyclegan", "pix2pixhd", "dcgan", "depas"])
+@pytest.mark.parametrize("model", ["cyclegan", "pix2pixhd", "dcgan", "depas", "analogy"])
 def test_every_model_resumes_exactly(he_patches, tmp_path, model):
     """Stop at step 4, resume to 7: the same weights, optimizer moments (and CycleGAN pools) as 7 in one go."""
     def config(steps):

@@ -64,7 +64,7 @@ class Model(GanModel):
         self._features: Optional[torch.Tensor] = None
 
     @classmethod
-    def size_multiple(cls, options: Options, size: tuple[int, int]) -> int:
+    def min_side(cls, options: Options, size: tuple[int, int]) -> int:
         return options.block
 
     def optimizer_groups(self):
@@ -140,15 +140,16 @@ class Model(GanModel):
 
     @torch.no_grad()
     def translate(self, coarse: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Coarse masks (Bx1xHxW in [-1, 1], sides multiples of ``block``) -> fine masks, exactly +-1."""
+        """Coarse masks (Bx1xHxW in [-1, 1], any size) -> fine masks, exactly +-1."""
         o = self.options
-        b, _, h, w = coarse.shape
-        self.check_size(o, (h, w))
+        b, _, h0, w0 = coarse.shape
+        h, w = -(-h0 // o.block) * o.block, -(-w0 // o.block) * o.block  # whole blocks, cropped at the end
         margin = (o.context - o.block) // 2
         binary = (coarse.detach().float().cpu() > 0).float()
-        padded = F.pad(binary, (margin,) * 4, mode="replicate")
+        padded = F.pad(binary, (margin, margin + w - w0, margin, margin + h - h0), mode="replicate")
         # every block's context window, as N x C x C (N = b * blocks), in raster order
         windows = F.unfold(padded, o.context, stride=o.block).transpose(1, 2).reshape(-1, o.context, o.context)
+        windows = windows.contiguous()
         chosen = self._choose(windows, generator)
         pasted = self.fine_blocks[chosen].float()  # N x block x block
         if o.mode == "residual":
@@ -156,7 +157,7 @@ class Model(GanModel):
             centres = windows[:, margin:margin + o.block, margin:margin + o.block]
             pasted = (centres + (pasted - own).abs()) % 2  # flip where the example's fine left its coarse
         cols = pasted.reshape(b, -1, o.block * o.block).transpose(1, 2)
-        out = F.fold(cols, (h, w), o.block, stride=o.block)
+        out = F.fold(cols, (h, w), o.block, stride=o.block)[..., :h0, :w0]
         return (out * 2 - 1).to(coarse.device, coarse.dtype)
 
     def _choose(self, windows: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:

@@ -1,0 +1,160 @@
+"""``priorpath generate`` and ``priorpath export`` on small real checkpoints: layout, resume, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from trainer.errors import Cancelled, PriorPathError
+from trainer.export import export_dataset
+from trainer.generate import generate_files, read_coarse
+from trainer.inference import Engine
+from trainer.jobs import CancelToken
+
+from .helpers import read_png
+
+REPO = Path(__file__).resolve().parents[2]
+SKETCHES = REPO / "resources" / "sample" / "sketches"
+
+
+@pytest.fixture(scope="module")
+def engine(engine_models) -> Engine:
+    return Engine(engine_models["analogy"], engine_models["pix2pixhd"], device="cpu")
+
+
+def manifest(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_generate_writes_fine_and_rgb_at_the_input_size(engine, tmp_path):
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), read_png(SKETCHES / "sketch_01.png"))
+    cv2.imwrite(str(tmp_path / "in" / "b.png"), read_png(SKETCHES / "sketch_02.png")[:200, :330])
+    result = generate_files([tmp_path / "in"], tmp_path / "out", engine, seed=4, variations=2)
+    assert result.written == 4
+    for stem, shape in (("a", (256, 512)), ("b", (200, 330))):
+        for k in range(2):
+            fine = read_png(tmp_path / "out" / "fine" / f"{stem}_v{k}.png")
+            rgb = read_png(tmp_path / "out" / "rgb" / f"{stem}_v{k}.png")
+            assert fine.shape == shape and set(np.unique(fine).tolist()) <= {0, 255}
+            assert rgb.shape == (*shape, 3)
+    assert not np.array_equal(read_png(tmp_path / "out" / "fine" / "a_v0.png"),
+                              read_png(tmp_path / "out" / "fine" / "a_v1.png"))
+
+
+def test_generate_checks_every_input_before_writing(engine, tmp_path):
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), read_png(SKETCHES / "sketch_01.png"))
+    grey = cv2.GaussianBlur(read_png(SKETCHES / "sketch_02.png"), (9, 9), 3)
+    cv2.imwrite(str(tmp_path / "in" / "z_blurred.png"), grey)
+    with pytest.raises(PriorPathError, match="z_blurred.png: not a binary mask"):
+        generate_files([tmp_path / "in"], tmp_path / "out", engine)
+    assert not (tmp_path / "out" / "fine").exists() or not list((tmp_path / "out" / "fine").iterdir())
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "the mask is empty"),
+    (b"not an image at all", "not a readable image"),
+])
+def test_read_coarse_names_the_problem(tmp_path, content, fragment):
+    path = tmp_path / "x.png"
+    if content is None:
+        cv2.imwrite(str(path), np.zeros((64, 64), np.uint8))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(PriorPathError, match=fragment):
+        read_coarse(path)
+
+
+def test_generate_cancel_leaves_only_whole_files(engine, tmp_path):
+    token = CancelToken()
+
+    def progress(done, total, message):
+        if done >= 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled, match="stopped after 2 of 6"):
+        generate_files([SKETCHES], tmp_path / "out", engine, progress=progress, cancel=token)
+    written = sorted((tmp_path / "out" / "fine").iterdir())
+    assert len(written) == 2 and all(read_png(p).shape == (256, 512) for p in written)
+
+
+def test_export_writes_the_prepare_layout_and_a_manifest(engine, tmp_path):
+    result = export_dataset([SKETCHES], tmp_path / "ds", 5, engine, seed=7)
+    assert (result.count, result.generated) == (5, 5)
+    rows = manifest(tmp_path / "ds")
+    assert [r["stem"] for r in rows] == [f"syn_{i:06d}" for i in range(5)]
+    for r in rows:
+        coarse = read_png(tmp_path / "ds" / "coarse" / f"{r['stem']}.png")
+        fine = read_png(tmp_path / "ds" / "fine" / f"{r['stem']}.png")
+        rgb = read_png(tmp_path / "ds" / "rgb" / f"{r['stem']}.png")
+        assert coarse.shape == fine.shape == (64, 128) and rgb.shape == (64, 128, 3)  # the model's size
+        assert Path(r["source"]).parent == SKETCHES
+        assert "rotation" in json.dumps(json.loads(r["params"])) or json.loads(r["params"]).get("fallback")
+        assert r["mask_model"] == engine.mask.sha and r["rgb_model"] == engine.rgb_model.sha
+    again = export_dataset([SKETCHES], tmp_path / "ds", 7, engine, seed=7)
+    assert (again.count, again.generated) == (7, 2)  # extends, keeps the first five
+
+
+def test_export_refuses_to_mix_settings(engine, tmp_path):
+    export_dataset([SKETCHES], tmp_path / "ds", 2, engine, seed=1)
+    with pytest.raises(PriorPathError, match="other seed"):
+        export_dataset([SKETCHES], tmp_path / "ds", 2, engine, seed=2)
+
+
+def test_export_without_augmentation_uses_the_sketches_as_they_are(engine, tmp_path):
+    export_dataset([SKETCHES], tmp_path / "ds", 3, engine, augment=False, size=(256, 512))
+    first = read_png(tmp_path / "ds" / "coarse" / "syn_000000.png")
+    assert np.array_equal(first, read_png(SKETCHES / "sketch_01.png"))
+
+
+def _export_cli(engine_models, out: Path, count: int) -> list[str]:
+    return [sys.executable, "-m", "trainer.cli", "export", "--sketches", str(SKETCHES), "--count", str(count),
+            "--out", str(out), "--mask-model", str(engine_models["pix2pix"]), "--rgb-model",
+            str(engine_models["pix2pixhd"]), "--size", "128x256", "--seed", "3", "--device", "cpu",
+            "--no-progress"]
+
+
+def test_export_after_kill_9_completes_the_same_dataset(engine_models, tmp_path):
+    count = 30
+    subprocess.run(_export_cli(engine_models, tmp_path / "straight", count), check=True, cwd=REPO,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_export_cli(engine_models, killed, count), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        m = killed / "manifest.csv"
+        if m.is_file() and m.read_text().count("\n") >= 4:  # header + 3 samples
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL  # it was stopped mid-way, not after finishing
+    assert len(manifest(killed)) < count
+    r = subprocess.run(_export_cli(engine_models, killed, count), cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert manifest(killed) == manifest(tmp_path / "straight")
+    for kind in ("coarse", "fine", "rgb"):
+        names = sorted(p.name for p in (killed / kind).iterdir())
+        assert names == [f"syn_{i:06d}.png" for i in range(count)], kind  # no temporaries, no extras
+        for name in names:
+            assert np.array_equal(read_png(killed / kind / name), read_png(tmp_path / "straight" / kind / name))
+
+
+def test_export_cli_reports_a_missing_model(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "trainer.cli", "export", "--sketches", str(SKETCHES), "--count", "2",
+                        "--out", str(tmp_path / "ds"), "--mask-model", str(tmp_path / "missing.safetensors")],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "missing.safetensors: checkpoint not found" in r.stderr
