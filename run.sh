@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
-#   ./run.sh demo    set up .venv if needed, then prepare the bundled sample into out/sample
+#   ./run.sh demo    set up .venv if needed, prepare the bundled sample into out/sample, then generate
+#                    fine masks and RGB tiles from the bundled sketches and export a small synthetic
+#                    dataset with the default models (out/sample/generated, out/sample/synthetic)
 #   ./run.sh test    set up .venv if needed, then run the test suite (extra args go to pytest)
 #   ./run.sh setup   only set up .venv
 # Torch: the CPU build is installed where no NVIDIA GPU is found (set PRIORPATH_TORCH_INDEX to a
@@ -51,7 +53,11 @@ case "$cmd" in
         setup
         "$VENV/bin/priorpath" prepare resources/sample/he --stain he --out out/sample/he "$@"
         "$VENV/bin/priorpath" prepare resources/sample/ihc --stain ihc --patch 256x512 --out out/sample/ihc "$@"
-        echo "demo: patches, fine and coarse masks and manifest.csv are in out/sample/" ;;
+        "$VENV/bin/priorpath" generate --coarse resources/sample/sketches --out out/sample/generated --variations 2
+        "$VENV/bin/priorpath" export --sketches resources/sample/sketches --count 12 --out out/sample/synthetic
+        echo "demo: prepared patches in out/sample/he and out/sample/ihc; fine masks and RGB tiles of the bundled"
+        echo "      sketches in out/sample/generated; a synthetic dataset (coarse, fine, rgb, manifest.csv) in"
+        echo "      out/sample/synthetic" ;;
     test)
         setup
         export QT_QPA_PLATFORM=offscreen

@@ -173,3 +173,38 @@ def optimizer_state(checkpoint: Checkpoint, name: str) -> dict:
             index, field = key[len(prefix):].split(".", 1)
             state.setdefault(int(index), {})[field] = value
     return {"state": state, "param_groups": checkpoint.optimizer_groups[name]}
+
+
+def compact_checkpoint(src: Path, dst: Path, half: bool = True) -> dict[str, int]:
+    """A copy of ``src`` for inference only: weights (float16 with ``half``) and extra model state.
+
+    Optimizer moments and RNG states, about two thirds of a training checkpoint, are dropped; the header
+    keeps the config, options, size and counters, so the model card and ``load_checkpoint`` still know
+    what it is. The result loads like any checkpoint but cannot be resumed. Returns bytes before and after.
+    """
+    from safetensors import safe_open
+
+    ckpt = load_checkpoint(Path(src))
+    with safe_open(str(src), framework="pt") as fh:
+        metadata = dict(fh.metadata())
+    tensors = {}
+    for key, value in ckpt.tensors.items():
+        if key.startswith(("optim.", "rng.")):
+            continue
+        if half and key.startswith("net.") and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value.contiguous()
+    metadata["optimizers"] = "{}"
+    metadata["compacted"] = json.dumps({"from": Path(src).name, "half": half})
+
+    def write(tmp: Path) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import save_file
+
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            raise OSError(str(exc)) from exc
+
+    atomic_write_with(Path(dst), write, durable=True)
+    return {"before": Path(src).stat().st_size, "after": Path(dst).stat().st_size}

@@ -157,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed for t-SNE and KID subsets (default 0)")
     ev.set_defaults(func=_cmd_eval)
 
+    cm = sub.add_parser("compact-model", parents=[common], help="shrink a checkpoint for inference (fp16, no optimizer)",
+                        description="Write a copy of a training checkpoint with only what inference needs: weights as "
+                                    "float16 (unless --fp32) and extra model state; optimizer moments and RNG states "
+                                    "are dropped, so the copy cannot be resumed.")
+    cm.add_argument("checkpoint", type=Path, metavar="CKPT", help="a checkpoint written by 'priorpath train'")
+    cm.add_argument("--out", required=True, type=Path, metavar="FILE", help="the compact .safetensors file")
+    cm.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    cm.set_defaults(func=_cmd_compact)
+
     models = argparse.ArgumentParser(add_help=False)
     models.add_argument("--mask-model", default=None, metavar="CKPT",
                         help="coarse->fine checkpoint (default: the shipped default model)")
@@ -308,6 +317,14 @@ def _cmd_eval(args) -> int:
               f"{m['precision']:>6.3f} {m['recall']:>6.3f} {m['density']:>6.3f} {m['coverage']:>6.3f} "
               f"{m['cells_covered']:>6.2f}")
     print(f"{result.computed} masks through Inception in {time.perf_counter() - start:.1f} s; report in {args.out}")
+    return 0
+
+
+def _cmd_compact(args) -> int:
+    from .checkpoint import compact_checkpoint
+
+    sizes = compact_checkpoint(args.checkpoint, args.out, half=not args.fp32)
+    print(f"{args.out}: {sizes['after'] / 1e6:.1f} MB (from {sizes['before'] / 1e6:.1f} MB)")
     return 0
 
 

@@ -154,3 +154,13 @@ def test_a_hostile_pickle_checkpoint_is_never_unpickled(tmp_path, name):
     with pytest.raises(PriorPathError, match="pickle|not a readable safetensors"):
         Engine(path, "none", device="cpu")
     assert not os.path.exists(marker)
+
+
+def test_a_compacted_checkpoint_is_smaller_and_generates_nearly_the_same(engine_models, coarse, tmp_path):
+    from trainer.checkpoint import compact_checkpoint
+
+    sizes = compact_checkpoint(engine_models["pix2pixhd"], tmp_path / "rgb.safetensors")
+    assert sizes["after"] < sizes["before"] / 3  # no Adam moments, half-size weights
+    full = Engine("none", engine_models["pix2pixhd"], device="cpu").rgb(coarse, 0)
+    small = Engine("none", tmp_path / "rgb.safetensors", device="cpu").rgb(coarse, 0)
+    assert np.abs(full.astype(int) - small.astype(int)).mean() < 2
