@@ -34,6 +34,7 @@ RGB_KINDS = ("fine", "rgb")
 MIN_SIDE = 16  # smaller inputs hold no texture worth generating
 MAX_SIDE = 20000  # beyond this a mask is surely a mistake (a whole slide at level 0 wants --level)
 TILE_OVERLAP = 64
+TILE_BATCH = 4  # tiles per forward pass: throughput on large images, bounded memory
 
 
 def resources_dir() -> Path:
@@ -198,23 +199,25 @@ class Engine:
 
     def _tiled(self, model: LoadedModel, x: torch.Tensor, tile: tuple[int, int], seed: int,
                progress: ProgressFn, cancel: Optional[CancelToken]) -> np.ndarray:
+        """Run overlapping tiles ``TILE_BATCH`` at a time and blend them with a linear ramp."""
         h, w = x.shape[-2:]
         th, tw = min(tile[0], h), min(tile[1], w)
-        ys, xs = _starts(h, th, TILE_OVERLAP), _starts(w, tw, TILE_OVERLAP)
+        origins = [(y, x0) for y in _starts(h, th, TILE_OVERLAP) for x0 in _starts(w, tw, TILE_OVERLAP)]
         weight = _ramp(th, TILE_OVERLAP)[:, None] * _ramp(tw, TILE_OVERLAP)[None, :]
-        total = torch.zeros(0)
+        total: Optional[torch.Tensor] = None
         norm = torch.zeros(h, w)
-        done, count = 0, len(ys) * len(xs)
-        for y in ys:
-            for x0 in xs:
-                check(cancel)
-                out = self._forward(model, x[None, :, y:y + th, x0:x0 + tw], seed)[0]
-                if not total.numel():
-                    total = torch.zeros(out.shape[0], h, w)
-                total[:, y:y + th, x0:x0 + tw] += out * weight
+        for first in range(0, len(origins), TILE_BATCH):
+            check(cancel)
+            group = origins[first:first + TILE_BATCH]
+            batch = torch.stack([x[:, y:y + th, x0:x0 + tw] for y, x0 in group])
+            out = self._forward(model, batch, seed + first)
+            if total is None:
+                total = torch.zeros(out.shape[1], h, w)
+            for (y, x0), tile_out in zip(group, out):
+                total[:, y:y + th, x0:x0 + tw] += tile_out * weight
                 norm[y:y + th, x0:x0 + tw] += weight
-                done += 1
-                progress(done, count, f"tile {done}/{count}")
+            done = first + len(group)
+            progress(done, len(origins), f"tile {done}/{len(origins)}")
         return (total / norm).numpy()
 
     def _autocast(self):
