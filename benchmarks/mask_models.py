@@ -12,6 +12,10 @@
 
     python benchmarks/mask_models.py split --work /work/runs
     python benchmarks/mask_models.py eval --work /work/runs NAME=CKPT [NAME=CKPT ...] [--results FILE]
+    python benchmarks/mask_models.py figure --work /work/runs [--out docs/default_models.png]
+
+3. ``figure``: rows of held-out patches, columns coarse | default fine (seed 0) | seed 1 | real fine |
+   default RGB | real RGB, with the shipped default models.
 """
 from __future__ import annotations
 
@@ -130,17 +134,45 @@ def run_eval(work: Path, models: list[tuple[str, Path]], results: Path) -> None:
     print(f"written {results}")
 
 
+def figure(work: Path, out: Path, rows: int = 4) -> None:
+    held = work / "heldout"
+    engine = Engine(None, None, device="cpu")
+    stems = sorted(p.stem for p in (held / "coarse").glob("*.png"))
+    # patches with both tissue and air, spread over the held-out set
+    mixed = [s for s in stems if 0.3 < (cv2.imread(str(held / "coarse" / f"{s}.png"), 0) > 0).mean() < 0.8]
+    chosen = mixed[:: max(1, len(mixed) // rows)][:rows]
+    grey = lambda m: cv2.cvtColor(m, cv2.COLOR_GRAY2RGB)  # noqa: E731
+    lines = []
+    for stem in chosen:
+        coarse = cv2.imread(str(held / "coarse" / f"{stem}.png"), 0)
+        fine0, rgb0 = engine.generate(coarse, 0)
+        fine1 = engine.fine(coarse, 1)
+        real = cv2.imread(str(held / "fine" / f"{stem}.png"), 0)
+        real_rgb = cv2.cvtColor(cv2.imread(str(held / "rgb" / f"{stem}.png")), cv2.COLOR_BGR2RGB)
+        tiles = [grey(coarse), grey(fine0), grey(fine1), grey(real), rgb0, real_rgb]
+        lines.append(np.hstack([np.pad(t, ((4, 4), (4, 4), (0, 0)), constant_values=128) for t in tiles]))
+    image = np.vstack(lines)
+    image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(out, image)
+    print(f"written {out}: coarse | fine seed 0 | fine seed 1 | real fine | RGB | real RGB for {', '.join(chosen)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=("split", "eval"))
+    ap.add_argument("step", choices=("split", "eval", "figure"))
     ap.add_argument("models", nargs="*", help="NAME=CHECKPOINT (eval)")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--patch", default="256x512")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "default_models.png", help="figure file")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "mask_models.md")
     args = ap.parse_intermixed_args()
     if args.step == "split":
         split(args.data, args.work, args.patch)
+        return
+    if args.step == "figure":
+        figure(args.work, args.out)
         return
     models = []
     for item in args.models:
