@@ -8,17 +8,13 @@ import pytest
 import torch
 
 from trainer.data.dataset import PairedMaskDataset
-from trainer.data.prepare import PrepareSettings, prepare
 
-SAMPLE = Path(__file__).resolve().parents[3] / "resources" / "sample"
 SIZE = (64, 128)  # working size of the training tests
 
 
 @pytest.fixture(scope="session")
-def prepared(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("prepared_he")
-    prepare([SAMPLE / "he"], out, PrepareSettings(stain="he", patch=(256, 512)))
-    return out
+def prepared(sample_patches) -> Path:
+    return sample_patches
 
 
 @pytest.fixture(scope="session")
