@@ -190,9 +190,6 @@ class Model(GanModel):
         generator = torch.Generator().manual_seed(seed)
         return [batch["coarse"], self.translate(batch["coarse"], generator), batch["fine"]]
 
-    def seeded(self, seed: int):  # no parameters to place: previews take their own generator
-        return torch.random.fork_rng(devices=[])
-
 
 AIR, TISSUE, MIXED = 0, 1, 2
 

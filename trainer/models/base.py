@@ -167,7 +167,7 @@ class GanModel(nn.Module):
     @contextlib.contextmanager
     def seeded(self, seed: int) -> Iterator[None]:
         """Draw previews from their own seed without disturbing the training RNG streams."""
-        device = next(self.parameters()).device
+        device = next(self.parameters(), torch.empty(0)).device  # CPU for a model without weights (analogy)
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
             torch.manual_seed(seed)
