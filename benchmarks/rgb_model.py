@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from trainer.inference import Engine, default_model_path  # noqa: E402
 from trainer.metrics.frechet import fid  # noqa: E402
-from trainer.metrics.inception import INPUT_SIZE, InceptionFeatures  # noqa: E402
+from trainer.metrics.inception import InceptionFeatures  # noqa: E402
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -37,14 +37,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def features(extractor: InceptionFeatures, tiles: list[np.ndarray], batch: int = 16) -> np.ndarray:
-    extractor.load()
-    out = []
-    for i in range(0, len(tiles), batch):
-        x = torch.from_numpy(np.stack(tiles[i:i + batch])).permute(0, 3, 1, 2).float() / 255.0
-        x = torch.nn.functional.interpolate(x, size=INPUT_SIZE, mode="bilinear", align_corners=False) * 2 - 1
-        with torch.inference_mode(), torch.jit.optimized_execution(False):
-            out.append(extractor._net(x.to(extractor.device)).reshape(len(x), -1).cpu().numpy())
-    return np.concatenate(out)
+    return np.concatenate([extractor.rgb(tiles[i:i + batch]) for i in range(0, len(tiles), batch)])
 
 
 def main() -> None:

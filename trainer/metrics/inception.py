@@ -169,13 +169,21 @@ class InceptionFeatures:
             self._net = load_network(self.device, self.weights)
 
     def __call__(self, masks: Sequence[np.ndarray]) -> np.ndarray:
+        return self._features(to_network_input(masks, self.device))
+
+    def rgb(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
+        """Features of HxWx3 uint8 RGB tiles of one size (the same network and resizing as for masks)."""
+        x = torch.from_numpy(np.stack(tiles)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        return self._features(F.interpolate(x, size=INPUT_SIZE, mode="bilinear", align_corners=False) * 2.0 - 1.0)
+
+    def _features(self, x: torch.Tensor) -> np.ndarray:
         self.load()
         assert self._net is not None
         # The profiling executor spends minutes "warming up" a TorchScript module on CPU; the plain
         # interpreter gives the same numbers at full speed from the first batch.
         with torch.inference_mode(), torch.jit.optimized_execution(False), _exact_float32():
-            out = self._net(to_network_input(masks, self.device))
-        return out.to("cpu", torch.float32).numpy().reshape(len(masks), FEATURE_DIM)
+            out = self._net(x)
+        return out.to("cpu", torch.float32).numpy().reshape(len(x), FEATURE_DIM)
 
 
 def default_cache_dir() -> Path:
