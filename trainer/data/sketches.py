@@ -51,18 +51,19 @@ _BORDERS = {"air": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101}
 MAX_ATTEMPTS = 10  # draws before falling back to the plain sketch when augmentation loses all tissue
 
 
-def load_sketch(path: Union[str, Path]) -> np.ndarray:
+def load_sketch(path: Union[str, Path], allow_empty: bool = False) -> np.ndarray:
     """A sketch as an HxW uint8 mask (255 tissue, 0 air).
 
     Images: tissue is grey brighter than 127 (16-bit and float images scaled to 8 bits first; a mask
     stored as 0/1 counts 1 as tissue); transparent pixels are air. ``.json`` files are Labelme.
+    An all-air sketch is an error unless ``allow_empty`` (the editor may reopen a blank canvas).
     """
     path = Path(path)
     if path.suffix.lower() == ".json":
         mask = labelme.read_labelme(path)
     else:
         mask = _read_image_sketch(path)
-    if not mask.any():
+    if not allow_empty and not mask.any():
         raise PriorPathError(f"{path}: sketch has no tissue (nothing brighter than grey 127)")
     return mask
 

@@ -1,0 +1,153 @@
+"""Crash recovery: the mask being drawn is written after every completed edit; Qt-free.
+
+The folder holds ``autosave.png`` (the mask, fast PNG compression) and ``autosave.json`` (where the
+mask came from, its version, size and when it was written), each replaced atomically. A clean exit or
+an explicit save calls ``discard()``; anything still there when the next session starts was left by a
+session that crashed, and ``recoverable()`` reports it.
+
+The PNG is written before the JSON, so a crash between the two leaves the newer mask with the older
+description; ``recover`` trusts the PNG and only uses the JSON for the source path. A 512x1024 mask
+encodes in a few milliseconds (see ``benchmarks/results/canvas.md``), so the canvas saves synchronously
+on pen-up for ordinary sizes and in a background job for very large masks.
+
+One folder serves one running app: a second instance started at the same time shares the slot.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import cv2
+import numpy as np
+
+from trainer.errors import PriorPathError
+from trainer.fileio import (atomic_write_bytes, atomic_write_text, describe_os_error, encode_png,
+                            remove_stale_temporaries)
+
+from .document import MaskDocument, binarise
+from .preferences import config_dir
+
+log = logging.getLogger(__name__)
+
+MASK_NAME = "autosave.png"
+INFO_NAME = "autosave.json"
+
+
+@dataclass(frozen=True)
+class AutosaveInfo:
+    """What a crashed session left: enough to ask the user whether to recover it."""
+
+    mask_path: Path
+    source: Optional[str]  # the file the mask was opened from or saved to; None for a new sketch
+    version: int
+    saved_at: float  # seconds since the epoch
+    height: int
+    width: int
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at))
+        what = Path(self.source).name if self.source else "an unsaved sketch"
+        return f"{what} ({self.height}x{self.width}), autosaved {when}"
+
+
+def default_folder() -> Path:
+    return config_dir() / "autosave"
+
+
+class Autosaver:
+    def __init__(self, folder: Optional[Union[str, Path]] = None):
+        self.folder = Path(folder) if folder is not None else default_folder()
+        self.saves = 0  # how many times this session wrote (tests and the status bar read it)
+
+    @property
+    def mask_path(self) -> Path:
+        return self.folder / MASK_NAME
+
+    @property
+    def info_path(self) -> Path:
+        return self.folder / INFO_NAME
+
+    def save(self, doc: MaskDocument) -> None:
+        """Write the document's mask now (on the calling thread)."""
+        self.save_mask(doc.mask, doc.path, doc.version)
+
+    def save_mask(self, mask: np.ndarray, source: Optional[Union[str, Path]], version: int) -> None:
+        """Write ``mask`` (a snapshot the caller will not change meanwhile: safe from a worker thread)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = describe_os_error(exc)
+            raise PriorPathError(f"{self.folder}: cannot create the autosave folder ({why})") from exc
+        if self.saves == 0:
+            remove_stale_temporaries(self.folder)
+        atomic_write_bytes(self.mask_path, encode_png(mask, compression=1))
+        info = {"source": str(source) if source is not None else None, "version": int(version),
+                "saved_at": time.time(), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+                "pid": os.getpid()}
+        atomic_write_text(self.info_path, json.dumps(info, indent=1) + "\n", durable=False)
+        self.saves += 1
+
+    def recoverable(self) -> Optional[AutosaveInfo]:
+        """The autosave left behind, or None if there is none (or it is unreadable, which is logged)."""
+        if not self.mask_path.is_file():
+            return None
+        info = self._read_info()
+        try:
+            version = int(info.get("version", 0))
+            saved_at = float(info.get("saved_at", self.mask_path.stat().st_mtime))
+        except (TypeError, ValueError, OSError):
+            version, saved_at = 0, 0.0
+        height, width = _png_size(self.mask_path)  # the PNG may be newer than its description
+        source = info.get("source")
+        return AutosaveInfo(self.mask_path, source if isinstance(source, str) else None, version, saved_at,
+                            height, width)
+
+    def recover(self) -> MaskDocument:
+        """The autosaved mask as a document: dirty (it was never saved) and pointing at its source file."""
+        info = self.recoverable()
+        if info is None:
+            raise PriorPathError(f"{self.folder}: no autosaved mask to recover")
+        raw = np.fromfile(info.mask_path, np.uint8)
+        mask = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
+        if mask is None:
+            raise PriorPathError(f"{info.mask_path}: the autosaved mask is damaged and cannot be recovered")
+        doc = MaskDocument.from_array(binarise(mask), info.source)
+        doc.mark_unsaved()
+        return doc
+
+    def discard(self) -> None:
+        """Forget the autosave (after an explicit save or a clean exit)."""
+        for p in (self.mask_path, self.info_path):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove autosave %s: %s", p, exc)
+
+    def _read_info(self) -> dict:
+        try:
+            data = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("autosave description %s unreadable (%s); recovering the mask alone", self.info_path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Height and width from a PNG's header, without decoding it; (0, 0) if it is not a PNG."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except OSError:
+        return 0, 0
+    if len(head) < 24 or not head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return 0, 0
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")

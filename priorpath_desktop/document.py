@@ -1,0 +1,493 @@
+"""The coarse mask being drawn, with undo and redo; Qt-free so it can be tested and benchmarked alone.
+
+The mask is an HxW uint8 array, 255 tissue / 0 air, always exactly those two values. Coordinates are
+continuous image coordinates: pixel (col, row) covers ``[col, col+1) x [row, row+1)``, so its centre is
+at ``(col + 0.5, row + 0.5)``. A changed rectangle is ``(x0, y0, x1, y1)`` with the end excluded.
+
+Undo keeps one step per stroke or operation, and a step stores only the rectangle that changed, before
+and after, as packed bits (a mask pixel is one bit), so a long session of small strokes costs little.
+During a stroke the state before it is kept per 64x64 tile the first time a stamp touches the tile,
+which avoids copying the whole mask when a stroke starts.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from trainer.data import labelme
+from trainer.data.sketches import IMAGE_SUFFIXES, load_sketch
+from trainer.errors import PriorPathError
+from trainer.fileio import describe_os_error, encode_png, atomic_write_bytes
+
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 excluded
+RectListener = Callable[[Rect], None]
+StepListener = Callable[[], None]
+
+TISSUE, AIR = 255, 0
+MIN_SIDE, MAX_SIDE = 16, 20000
+DEFAULT_UNDO_DEPTH = 200
+OPEN_SUFFIXES = IMAGE_SUFFIXES | {".json"}
+_TILE = 64
+_SHIFT = 4  # fixed-point bits for OpenCV drawing: centres and radii kept to 1/16 pixel
+_COLOUR_TOLERANCE = 8  # channels further apart than this (in any pixel) make an image colour, not grey
+
+
+def check_size(height: int, width: int, what: str = "mask") -> None:
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+        raise PriorPathError(f"{what} is {height}x{width} pixels; each side must be {MIN_SIDE} to {MAX_SIDE}")
+
+
+def binarise(mask: np.ndarray) -> np.ndarray:
+    """255 where the value is above 127, else 0 (a 0/1 mask counts 1 as tissue)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise PriorPathError(f"a mask must be a 2-D array, got shape {mask.shape}")
+    if mask.dtype == bool or (mask.size and np.issubdtype(mask.dtype, np.integer) and mask.max() == 1):
+        return np.where(mask > 0, TISSUE, AIR).astype(np.uint8)
+    return np.where(mask > 127, TISSUE, AIR).astype(np.uint8)
+
+
+class _RegionStep:
+    """One undoable change confined to a rectangle: the bits before and after."""
+
+    def __init__(self, rect: Rect, before: np.ndarray, after: np.ndarray):
+        self.rect = rect
+        self.before = np.packbits(before > 0)
+        self.after = np.packbits(after > 0)
+
+    def _put(self, doc: "MaskDocument", packed: np.ndarray) -> Rect:
+        x0, y0, x1, y1 = self.rect
+        h, w = y1 - y0, x1 - x0
+        bits = np.unpackbits(packed, count=h * w).reshape(h, w)
+        doc._mask[y0:y1, x0:x1] = bits * np.uint8(TISSUE)
+        return self.rect
+
+    def undo(self, doc: "MaskDocument") -> Rect:
+        return self._put(doc, self.before)
+
+    def redo(self, doc: "MaskDocument") -> Rect:
+        return self._put(doc, self.after)
+
+
+class _ReplaceStep:
+    """A whole new mask, possibly of another size."""
+
+    def __init__(self, before: np.ndarray, after: np.ndarray):
+        self.shapes = (before.shape, after.shape)
+        self.before = np.packbits(before > 0)
+        self.after = np.packbits(after > 0)
+
+    @staticmethod
+    def _load(doc: "MaskDocument", packed: np.ndarray, shape: tuple[int, int]) -> Rect:
+        bits = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape)
+        doc._mask = bits * np.uint8(TISSUE)
+        return (0, 0, shape[1], shape[0])
+
+    def undo(self, doc: "MaskDocument") -> Rect:
+        return self._load(doc, self.before, self.shapes[0])
+
+    def redo(self, doc: "MaskDocument") -> Rect:
+        return self._load(doc, self.after, self.shapes[1])
+
+
+class _OpenStroke:
+    """What a stroke in progress has touched: the original content of each tile, and the bounding box."""
+
+    def __init__(self) -> None:
+        self.tiles: dict[tuple[int, int], np.ndarray] = {}
+        self.box: Optional[list[int]] = None
+
+    def remember(self, mask: np.ndarray, rect: Rect) -> None:
+        x0, y0, x1, y1 = rect
+        for ty in range(y0 // _TILE, (y1 - 1) // _TILE + 1):
+            for tx in range(x0 // _TILE, (x1 - 1) // _TILE + 1):
+                if (ty, tx) not in self.tiles:
+                    self.tiles[ty, tx] = mask[ty * _TILE:(ty + 1) * _TILE, tx * _TILE:(tx + 1) * _TILE].copy()
+        if self.box is None:
+            self.box = list(rect)
+        else:
+            b = self.box
+            b[0], b[1], b[2], b[3] = min(b[0], x0), min(b[1], y0), max(b[2], x1), max(b[3], y1)
+
+    def before(self, mask: np.ndarray, rect: Rect) -> np.ndarray:
+        """The content of ``rect`` as it was when the stroke began."""
+        x0, y0, x1, y1 = rect
+        out = mask[y0:y1, x0:x1].copy()
+        for (ty, tx), tile in self.tiles.items():
+            ty0, tx0 = ty * _TILE, tx * _TILE
+            # intersection of the tile and the rectangle
+            a0, a1 = max(ty0, y0), min(ty0 + tile.shape[0], y1)
+            b0, b1 = max(tx0, x0), min(tx0 + tile.shape[1], x1)
+            if a0 < a1 and b0 < b1:
+                out[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = tile[a0 - ty0:a1 - ty0, b0 - tx0:b1 - tx0]
+        return out
+
+
+class MaskDocument:
+    """A binary mask with undoable edits.
+
+    Every change is announced to the rect listeners with the rectangle it touched (also during a stroke,
+    so a view can repaint as the pen moves); step listeners hear when a whole step is done (a stroke
+    ended, a fill, clear, invert, replace, undo or redo). ``version`` counts completed steps; ``dirty``
+    says whether the mask differs from the last open or save (undoing back to it makes it clean again).
+    """
+
+    _step_ids = itertools.count(1)
+
+    def __init__(self, height: int, width: int, undo_depth: int = DEFAULT_UNDO_DEPTH):
+        check_size(height, width)
+        if undo_depth < 0:
+            raise PriorPathError(f"undo depth must be 0 or more, got {undo_depth}")
+        self._mask = np.zeros((int(height), int(width)), np.uint8)
+        self.undo_depth = int(undo_depth)
+        self.path: Optional[Path] = None
+        self.version = 0
+        self._undo: deque[tuple[int, object]] = deque()
+        self._redo: list[tuple[int, object]] = []
+        self._stroke: Optional[_OpenStroke] = None
+        self._base_state = 0  # state id with nothing to undo
+        self._saved_state: Optional[int] = 0
+        self._rect_listeners: list[RectListener] = []
+        self._step_listeners: list[StepListener] = []
+
+    # -- construction and files ---------------------------------------------------------------------
+
+    @classmethod
+    def from_array(cls, mask: np.ndarray, path: Optional[Union[str, Path]] = None,
+                   undo_depth: int = DEFAULT_UNDO_DEPTH) -> "MaskDocument":
+        """A document holding ``mask`` (binarised at 127), clean, with nothing to undo."""
+        mask = binarise(mask)
+        check_size(*mask.shape, what=str(path) if path else "mask")
+        doc = cls(*mask.shape, undo_depth=undo_depth)
+        doc._mask = mask
+        doc.path = Path(path) if path is not None else None
+        return doc
+
+    @classmethod
+    def open(cls, path: Union[str, Path], undo_depth: int = DEFAULT_UNDO_DEPTH) -> "MaskDocument":
+        """Read a mask from a PNG/TIFF/JPEG image or a Labelme ``.json`` file.
+
+        Images: grey (or grey stored as RGB) is binarised at 127, transparent pixels are air, 0/1 masks and
+        16-bit images are understood (``trainer.data.sketches.load_sketch``). A colour image is refused:
+        it is probably a tissue tile, which belongs under the mask as an underlay, not in it.
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in OPEN_SUFFIXES:
+            raise PriorPathError(f"{path}: cannot open '{suffix or 'no extension'}' files as masks "
+                                 f"(expected {', '.join(sorted(OPEN_SUFFIXES))})")
+        if suffix == ".json":
+            mask = labelme.read_labelme(path)
+        else:
+            _refuse_colour(path)
+            mask = load_sketch(path, allow_empty=True)  # a blank sketch saved earlier reopens
+        check_size(*mask.shape, what=str(path))
+        return cls.from_array(mask, path, undo_depth)
+
+    def save_png(self, path: Optional[Union[str, Path]] = None) -> Path:
+        """Write the mask as a PNG atomically (to ``path`` or the document's own path); the document is clean."""
+        self._commit_stroke()
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise PriorPathError("this mask has no file yet: choose where to save it")
+        if target.suffix.lower() != ".png":
+            raise PriorPathError(f"{target}: masks are saved as .png")
+        if not target.parent.is_dir():
+            raise PriorPathError(f"{target}: folder {target.parent} does not exist")
+        atomic_write_bytes(target, encode_png(self._mask, compression=3))
+        self.path = target
+        self.mark_clean()
+        return target
+
+    def mark_clean(self) -> None:
+        self._saved_state = self._state()
+
+    def mark_unsaved(self) -> None:
+        """Dirty until the next save whatever is undone (a recovered autosave was never saved)."""
+        self._saved_state = None
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The live mask; read it, never write it (edits must go through the methods to be undoable)."""
+        return self._mask
+
+    @property
+    def height(self) -> int:
+        return self._mask.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self._mask.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._mask.shape
+
+    @property
+    def dirty(self) -> bool:
+        return self._stroke is not None or self._state() != self._saved_state
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo) or self._stroke is not None
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo) and self._stroke is None
+
+    @property
+    def in_stroke(self) -> bool:
+        return self._stroke is not None
+
+    def _state(self) -> int:
+        return self._undo[-1][0] if self._undo else self._base_state
+
+    # -- listeners -----------------------------------------------------------------------------------
+
+    def add_listener(self, fn: RectListener) -> None:
+        """``fn(rect)`` after every change of pixels, with the rectangle changed."""
+        self._rect_listeners.append(fn)
+
+    def remove_listener(self, fn: RectListener) -> None:
+        if fn in self._rect_listeners:
+            self._rect_listeners.remove(fn)
+
+    def add_step_listener(self, fn: StepListener) -> None:
+        """``fn()`` after every completed step (stroke end, fill, clear, invert, replace, undo, redo)."""
+        self._step_listeners.append(fn)
+
+    def remove_step_listener(self, fn: StepListener) -> None:
+        if fn in self._step_listeners:
+            self._step_listeners.remove(fn)
+
+    def _announce(self, rect: Rect) -> None:
+        for fn in list(self._rect_listeners):
+            fn(rect)
+
+    def _step_done(self) -> None:
+        self.version += 1
+        for fn in list(self._step_listeners):
+            fn()
+
+    # -- strokes -------------------------------------------------------------------------------------
+
+    def begin_stroke(self) -> None:
+        """Start collecting stamps into one undo step (ends a stroke still open)."""
+        self._commit_stroke()
+        self._stroke = _OpenStroke()
+
+    def stamp(self, x: float, y: float, radius: float, value: int) -> Optional[Rect]:
+        """Paint a disc: the pixels whose centres lie within ``radius`` of (x, y). Returns the rectangle
+        touched, or None if the disc is off the canvas. Outside a stroke it is a step of its own."""
+        return self.stamp_segment(x, y, x, y, radius, radius, value)
+
+    def stamp_segment(self, x0: float, y0: float, x1: float, y1: float,
+                      radius0: float, radius1: float, value: int) -> Optional[Rect]:
+        """Discs along the segment, the radius going linearly from ``radius0`` to ``radius1``, spaced
+        a quarter radius apart so a fast stroke leaves no gaps or scallops."""
+        value = TISSUE if value else AIR
+        r0, r1 = max(0.5, float(radius0)), max(0.5, float(radius1))
+        length = math.hypot(x1 - x0, y1 - y0)
+        n = max(1, math.ceil(length / max(0.5, 0.25 * min(r0, r1))))
+        rmax = max(r0, r1)
+        rect = self._clip((math.floor(min(x0, x1) - rmax), math.floor(min(y0, y1) - rmax),
+                           math.ceil(max(x0, x1) + rmax) + 1, math.ceil(max(y0, y1) + rmax) + 1))
+        if rect is None:
+            return None
+        implicit = self._stroke is None
+        if implicit:
+            self.begin_stroke()
+        self._stroke.remember(self._mask, rect)
+        one = 1 << _SHIFT
+        for i in range(n + 1 if length > 0 else 1):
+            t = i / n
+            cx, cy, r = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t, r0 + (r1 - r0) * t
+            # OpenCV puts pixel centres on integers, we put them on halves
+            cv2.circle(self._mask, (round((cx - 0.5) * one), round((cy - 0.5) * one)), round(r * one), value,
+                       thickness=-1, lineType=cv2.LINE_8, shift=_SHIFT)
+        self._announce(rect)
+        if implicit:
+            self.end_stroke()
+        return rect
+
+    def end_stroke(self) -> Optional[Rect]:
+        """Close the stroke as one undo step; returns the rectangle that changed (None if nothing did)."""
+        stroke, self._stroke = self._stroke, None
+        if stroke is None or stroke.box is None:
+            return None
+        rect = tuple(stroke.box)
+        return self._record(rect, stroke.before(self._mask, rect))
+
+    def _commit_stroke(self) -> None:
+        if self._stroke is not None:
+            self.end_stroke()
+
+    # -- whole operations ----------------------------------------------------------------------------
+
+    def fill(self, x: float, y: float, value: int) -> Optional[Rect]:
+        """Flood-fill the 4-connected region of equal pixels around (x, y) with ``value``."""
+        self._commit_stroke()
+        col, row = math.floor(x), math.floor(y)
+        value = TISSUE if value else AIR
+        if not (0 <= col < self.width and 0 <= row < self.height) or self._mask[row, col] == value:
+            return None
+        region = np.zeros((self.height + 2, self.width + 2), np.uint8)
+        _, _, _, (rx, ry, rw, rh) = cv2.floodFill(self._mask, region, (col, row), 0, 0, 0,
+                                                 4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+        rect = (rx, ry, rx + rw, ry + rh)
+        before = self._mask[ry:ry + rh, rx:rx + rw].copy()
+        self._mask[ry:ry + rh, rx:rx + rw][region[ry + 1:ry + rh + 1, rx + 1:rx + rw + 1] > 0] = value
+        self._announce(rect)
+        return self._record(rect, before)
+
+    def fill_polygon(self, points: Sequence[tuple[float, float]], value: int) -> Optional[Rect]:
+        """Fill the polygon through ``points`` (image coordinates, at least 3) with ``value``: the pixels
+        whose centres are inside and those its outline passes through (so a lasso never leaves a seam)."""
+        self._commit_stroke()
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if len(pts) < 3 or not np.all(np.isfinite(pts)):
+            return None
+        rect = self._clip((math.floor(pts[:, 0].min()), math.floor(pts[:, 1].min()),
+                           math.ceil(pts[:, 0].max()) + 1, math.ceil(pts[:, 1].max()) + 1))
+        if rect is None:
+            return None
+        x0, y0, x1, y1 = rect
+        before = self._mask[y0:y1, x0:x1].copy()
+        fixed = np.round((pts - 0.5) * (1 << _SHIFT)).astype(np.int32)
+        cv2.fillPoly(self._mask, [fixed], TISSUE if value else AIR, lineType=cv2.LINE_8, shift=_SHIFT)
+        self._announce(rect)
+        return self._record(rect, before)
+
+    def clear(self) -> Optional[Rect]:
+        """Everything air."""
+        self._commit_stroke()
+        rect = _bbox(self._mask > 0)
+        if rect is None:
+            return None
+        x0, y0, x1, y1 = rect
+        before = self._mask[y0:y1, x0:x1].copy()
+        self._mask[y0:y1, x0:x1] = AIR
+        self._announce(rect)
+        return self._record(rect, before)
+
+    def invert(self) -> Rect:
+        """Tissue becomes air and air tissue."""
+        self._commit_stroke()
+        before = self._mask.copy()
+        np.subtract(TISSUE, self._mask, out=self._mask)
+        rect = (0, 0, self.width, self.height)
+        self._announce(rect)
+        return self._record(rect, before)
+
+    def replace(self, mask: np.ndarray) -> Rect:
+        """Load a whole new mask (binarised at 127; it may have another size) as one undoable step."""
+        self._commit_stroke()
+        new = binarise(mask)
+        check_size(*new.shape)
+        before, self._mask = self._mask, new.copy()
+        self._push(_ReplaceStep(before, self._mask))
+        rect = (0, 0, self.width, self.height)
+        self._announce(rect)
+        self._step_done()
+        return rect
+
+    # -- undo ----------------------------------------------------------------------------------------
+
+    def undo(self) -> Optional[Rect]:
+        self._commit_stroke()
+        if not self._undo:
+            return None
+        entry = self._undo.pop()
+        rect = entry[1].undo(self)
+        self._redo.append(entry)
+        self._announce(rect)
+        self._step_done()
+        return rect
+
+    def redo(self) -> Optional[Rect]:
+        self._commit_stroke()
+        if not self._redo:
+            return None
+        entry = self._redo.pop()
+        rect = entry[1].redo(self)
+        self._undo.append(entry)
+        self._announce(rect)
+        self._step_done()
+        return rect
+
+    def _record(self, rect: Rect, before: np.ndarray) -> Optional[Rect]:
+        """Make the change from ``before`` to the mask now in ``rect`` a step, trimmed to what really changed."""
+        x0, y0, x1, y1 = rect
+        changed = _bbox(before != self._mask[y0:y1, x0:x1])
+        if changed is None:
+            return None
+        cx0, cy0, cx1, cy1 = changed
+        trimmed = (x0 + cx0, y0 + cy0, x0 + cx1, y0 + cy1)
+        after = self._mask[trimmed[1]:trimmed[3], trimmed[0]:trimmed[2]]
+        self._push(_RegionStep(trimmed, before[cy0:cy1, cx0:cx1], after))
+        self._step_done()
+        return trimmed
+
+    def _push(self, step) -> None:
+        self._redo.clear()
+        self._undo.append((next(self._step_ids), step))
+        while len(self._undo) > self.undo_depth:
+            # the oldest step becomes the base state: remember which id that is for ``dirty``
+            self._base_state = self._undo.popleft()[0]
+
+    def _clip(self, rect: Rect) -> Optional[Rect]:
+        x0, y0, x1, y1 = rect
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
+        return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def _bbox(on: np.ndarray) -> Optional[Rect]:
+    rows = np.flatnonzero(on.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(on.any(axis=0))
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def _refuse_colour(path: Path) -> None:
+    """A clear error for a colour picture opened as a mask (load_sketch would silently threshold it)."""
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    if image is None:
+        raise PriorPathError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
+    if image.ndim == 3 and image.shape[2] >= 3:
+        colour = image[..., :3].astype(np.int32)
+        spread = (colour.max(axis=2) - colour.min(axis=2)).max()
+        if spread > _COLOUR_TOLERANCE * (257 if image.dtype == np.uint16 else 1):
+            raise PriorPathError(f"{path}: is a colour image, not a mask (white tissue on black air); "
+                                 "load it as an underlay to trace over it instead")
+
+
+def read_image(path: Union[str, Path]) -> np.ndarray:
+    """Any image as HxWx3 uint8 RGB (for an underlay to trace over); errors name the file."""
+    path = Path(path)
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
+    image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+    if image is None:
+        raise PriorPathError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def mask_files_filter() -> str:
+    """A file-dialog filter for what ``MaskDocument.open`` reads."""
+    images = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+    return f"Masks ({images} *.json);;Images ({images});;Labelme (*.json)"
