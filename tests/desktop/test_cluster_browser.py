@@ -1,0 +1,218 @@
+"""The cluster browser on real prepared masks: populating in a worker, paging, the actions, errors."""
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QFileDialog
+
+from priorpath_desktop import cluster_browser as cb
+from priorpath_desktop.cluster_browser import PAGE_SIZE, ClusterBrowser
+from priorpath_desktop.messages import open_messages
+from priorpath_desktop.preferences import config_dir
+
+TIMEOUT = 60_000
+
+
+def _stems(folder: Path) -> list[str]:
+    return sorted(p.stem for p in (folder / "fine").glob("*.png"))
+
+
+@pytest.fixture
+def browser(qtbot):
+    widget = ClusterBrowser()
+    qtbot.addWidget(widget)
+    widget.resize(420, 700)
+    widget.show()
+    yield widget
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=TIMEOUT)
+
+
+def _cluster(qtbot, browser, folder, k=None):
+    browser.k_spin.setValue(k or cb.AUTO)
+    with qtbot.waitSignal(browser.clustered, timeout=TIMEOUT) as blocker:
+        browser.set_dataset(str(folder) if folder else None)
+    return blocker.args[0]
+
+
+def test_populates_from_real_masks_without_blocking(qtbot, browser, sample_patches):
+    stems = _stems(sample_patches)
+    with qtbot.waitSignal(browser.clustered, timeout=TIMEOUT) as blocker:
+        browser.set_dataset(str(sample_patches))
+        # set_dataset returned at once: the work runs in a worker and the result arrives via the event loop
+        assert browser.is_busy() and browser.result() is None
+        assert browser.progress_bar.isVisible() and browser.cancel_button.isVisible()
+    result = blocker.args[0]
+    assert browser.result() is result and not browser.is_busy() and not browser.cancel_button.isVisible()
+    assert result.stems == stems and 2 <= result.k <= 10 and result.k == max(result.silhouette,
+                                                                             key=result.silhouette.get)
+    assert browser.tiles.count() == result.k
+    counts = []
+    for row in range(result.k):
+        item = browser.tiles.item(row)
+        m = re.fullmatch(r"Cluster (\d+) · (\d+) masks", item.text())
+        assert m and int(m.group(1)) == row + 1
+        counts.append(int(m.group(2)))
+        assert not item.icon().isNull()
+    assert counts == result.counts and sum(counts) == len(stems)
+    assert f"{len(stems)} masks in {result.k} clusters" in browser.summary_label.text()
+
+    # the same dataset again comes from the cache in the config folder
+    again = _cluster(qtbot, browser, sample_patches)
+    assert again.from_cache and again == result
+    assert list((config_dir() / "cache" / "clusters").glob("*.json"))
+
+
+def test_open_cluster_pages_through_members(qtbot, browser, sample_patches):
+    result = _cluster(qtbot, browser, sample_patches, k=2)
+    assert result.k == 2 and browser.k_value() == 2 and result.silhouette == {}
+    big = max(range(result.k), key=lambda c: result.counts[c])
+    members = result.members(big)
+    pages = -(-len(members) // PAGE_SIZE)
+    assert pages >= 2, "the sample should give one cluster with more than a page of masks"
+
+    browser.tiles.setCurrentRow(big)
+    browser.tiles.setFocus()
+    qtbot.keyClick(browser.tiles, Qt.Key.Key_Return)  # Enter opens the cluster, like a double-click
+    assert browser.current_cluster() == big and browser.stack.currentIndex() == 1
+    assert browser.cluster_label.text() == f"Cluster {big + 1} · {len(members)} masks"
+    qtbot.waitUntil(lambda: browser.page_stems() == members[:PAGE_SIZE], timeout=TIMEOUT)
+    assert browser.page_label.text() == f"page 1 of {pages}" and not browser.prev_button.isEnabled()
+
+    for page in range(1, pages):
+        qtbot.mouseClick(browser.next_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: browser.page_stems() == members[page * PAGE_SIZE:(page + 1) * PAGE_SIZE],
+                        timeout=TIMEOUT)
+        assert browser.page_label.text() == f"page {page + 1} of {pages}"
+    assert not browser.next_button.isEnabled() and browser.prev_button.isEnabled()
+    qtbot.mouseClick(browser.prev_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: browser.current_page() == pages - 2 and browser.page_stems()
+                    == members[(pages - 2) * PAGE_SIZE:(pages - 1) * PAGE_SIZE], timeout=TIMEOUT)
+
+    qtbot.mouseClick(browser.back_button, Qt.MouseButton.LeftButton)
+    assert browser.stack.currentIndex() == 0 and browser.current_cluster() == -1
+
+
+def test_actions_emit_the_selected_masks(qtbot, browser, sample_patches):
+    result = _cluster(qtbot, browser, sample_patches, k=3)
+    browser.open_cluster(1)
+    qtbot.waitUntil(lambda: browser.members_list.count() > 1 and browser.member_loaded(), timeout=TIMEOUT)
+    browser.members_list.setCurrentRow(1)  # another member: the buttons wait for its images
+    stem = browser.selected_stem()
+    assert stem == result.members(1)[1]
+    qtbot.waitUntil(browser.member_loaded, timeout=TIMEOUT)
+    assert browser.use_mask_button.isEnabled() and browser.use_rgb_button.isEnabled()
+    assert not browser.preview_labels["rgb"].pixmap().isNull()
+
+    fine = cv2.imread(str(sample_patches / "fine" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+    coarse = cv2.imread(str(sample_patches / "coarse" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+    rgb = cv2.imread(str(sample_patches / "rgb" / f"{stem}.png"), cv2.IMREAD_COLOR)[..., ::-1]
+
+    with qtbot.waitSignal(browser.underlayRequested, timeout=5000) as got:
+        qtbot.mouseClick(browser.use_mask_button, Qt.MouseButton.LeftButton)
+    mask = got.args[0]
+    assert mask.shape == (256, 512) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    np.testing.assert_array_equal(mask, fine)
+
+    with qtbot.waitSignal(browser.underlayRequested, timeout=5000) as got:
+        qtbot.mouseClick(browser.use_rgb_button, Qt.MouseButton.LeftButton)
+    assert got.args[0].shape == (256, 512, 3) and got.args[0].dtype == np.uint8
+    np.testing.assert_array_equal(got.args[0], rgb)
+
+    with qtbot.waitSignal(browser.sketchRequested, timeout=5000) as got:
+        qtbot.mouseClick(browser.sketch_button, Qt.MouseButton.LeftButton)
+    sketch = got.args[0]
+    assert sketch.shape == (256, 512) and sketch.dtype == np.uint8 and set(np.unique(sketch)) == {0, 255}
+    np.testing.assert_array_equal(sketch, coarse)
+    got.args[0][:] = 0  # the receiver owns its copy
+    assert browser._images["coarse"].any()
+
+
+def test_folder_without_rgb_or_coarse(qtbot, browser, sample_patches, tmp_path):
+    """Fine masks alone are enough: thumbnails fall back to masks and the coarse mask is derived."""
+    folder = tmp_path / "fine_only"
+    (folder / "fine").mkdir(parents=True)
+    for stem in _stems(sample_patches)[:6]:
+        (folder / "fine" / f"{stem}.png").write_bytes((sample_patches / "fine" / f"{stem}.png").read_bytes())
+    _cluster(qtbot, browser, folder, k=2)
+    browser.open_cluster(0)
+    qtbot.waitUntil(browser.member_loaded, timeout=TIMEOUT)
+    assert browser.use_mask_button.isEnabled() and not browser.use_rgb_button.isEnabled()
+    with qtbot.waitSignal(browser.sketchRequested, timeout=5000) as got:
+        browser.sketch_button.click()
+    fine = cv2.imread(str(folder / "fine" / f"{browser.selected_stem()}.png"), cv2.IMREAD_GRAYSCALE)
+    sketch = got.args[0]
+    assert sketch.shape == fine.shape and set(np.unique(sketch)) <= {0, 255} and sketch.any()
+
+
+def test_bad_folder_shows_an_error_and_the_browser_stays_usable(qtbot, browser, sample_patches, tmp_path):
+    first = _cluster(qtbot, browser, sample_patches, k=2)
+    missing = tmp_path / "nowhere"
+    browser.set_dataset(str(missing))
+    qtbot.waitUntil(lambda: len(open_messages()) == 1, timeout=TIMEOUT)
+    (box,) = open_messages()
+    assert str(missing) in box.text() and "no such folder" in box.text()
+    assert not browser.is_busy() and browser.recluster_button.isEnabled()
+    assert browser.result() is first and browser.dataset() == str(sample_patches)  # the working one stays
+    box.close()
+    qtbot.waitUntil(lambda: not open_messages(), timeout=5000)
+
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "fine").mkdir(parents=True)
+    for stem in _stems(sample_patches)[:4]:
+        (corrupt / "fine" / f"{stem}.png").write_bytes((sample_patches / "fine" / f"{stem}.png").read_bytes())
+    bad = corrupt / "fine" / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    browser.set_dataset(str(corrupt))
+    qtbot.waitUntil(lambda: len(open_messages()) == 1, timeout=TIMEOUT)
+    assert "broken.png" in open_messages()[0].text()
+    open_messages()[0].close()
+
+    again = _cluster(qtbot, browser, sample_patches, k=3)  # still works
+    assert again.k == 3 and browser.tiles.count() == 3
+
+
+def test_cancel_stops_clustering(qtbot, browser, sample_patches, monkeypatch):
+    gate = threading.Event()
+    real = cb.cluster_dataset
+
+    def held(*args, **kwargs):  # the job waits here until the test has pressed Cancel
+        assert gate.wait(TIMEOUT / 1000)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cb, "cluster_dataset", held)
+    messages = []
+    browser.statusMessage.connect(messages.append)
+    browser.set_dataset(str(sample_patches))
+    assert browser.cancel_button.isVisible()
+    qtbot.mouseClick(browser.cancel_button, Qt.MouseButton.LeftButton)
+    gate.set()
+    qtbot.waitUntil(lambda: not browser.is_busy(), timeout=TIMEOUT)
+    assert messages[-1] == "clustering cancelled" and browser.result() is None and browser.tiles.count() == 0
+
+
+def test_default_is_the_bundled_sample(qtbot, browser, sample_patches):
+    assert "bundled" in browser.dataset_label.text()
+    result = _cluster(qtbot, browser, None, k=2)
+    assert result.folder == config_dir() / "cache" / "sample_he"
+    assert result.stems == _stems(sample_patches)  # prepared with the same settings as the fixture
+    assert browser.dataset() is None and browser.tiles.count() == 2
+
+
+def test_choosing_a_folder_reports_it_once_it_clusters(qtbot, browser, sample_patches):
+    chosen = []
+    browser.datasetChanged.connect(chosen.append)
+    browser.choose_dataset()
+    qtbot.waitUntil(lambda: any(isinstance(w, QFileDialog) and w.isVisible() for w in QApplication.topLevelWidgets()),
+                    timeout=5000)
+    dialog = next(w for w in QApplication.topLevelWidgets() if isinstance(w, QFileDialog) and w.isVisible())
+    with qtbot.waitSignal(browser.clustered, timeout=TIMEOUT):
+        dialog.selectFile(str(sample_patches))
+        dialog.accept()
+    assert chosen == [str(sample_patches)] and browser.dataset() == str(sample_patches)

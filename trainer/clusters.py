@@ -1,0 +1,317 @@
+"""K-means clusters of the real fine masks of a prepared folder (paper §2.4).
+
+The paper clustered real tissue masks with K-means and drew coarse sketches guided by the clusters. Here
+each fine mask becomes a small feature vector describing where its tissue lies and how ragged it is;
+the vectors are standardised, reduced by PCA, and clustered. When k is not given it is the one with the
+best silhouette score. Results are cached as JSON keyed by the folder's masks, so reopening a dataset
+is instant.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from .errors import PriorPathError
+from .fileio import atomic_write_text, describe_os_error
+from .jobs import CancelToken, ProgressFn, check, no_progress
+
+log = logging.getLogger(__name__)
+
+#: bump when mask_features or the clustering changes, so old cache files are not reused
+FEATURE_VERSION = 1
+WORK_SIZE = (128, 256)  # (h, w): every mask is first resized to this fixed 1:2 aspect (prepare's default)
+GRID = (16, 32)  # (h, w): tissue fraction per cell, 8x8 working pixels each
+MAX_PCA_DIMS = 32
+MIN_MASKS = 3  # fewer cannot be clustered meaningfully (a silhouette needs k < n)
+KINDS = ("fine", "coarse", "rgb")
+
+
+def mask_features(mask: np.ndarray) -> np.ndarray:
+    """A 1-D float32 description of a mask's tissue layout.
+
+    The coarse grid of tissue fractions says *where* the tissue is (the layout a sketch reproduces);
+    the overall tissue fraction, the edge density (how ragged the boundary is) and the number of
+    separate pieces add what a coarse grid averages away. Resizing to one fixed size first makes masks
+    of any size comparable.
+    """
+    if mask.ndim != 2 or mask.size == 0:
+        raise PriorPathError(f"expected an HxW mask, got shape {mask.shape}")
+    tissue = (mask > 127).astype(np.float32)
+    h, w = WORK_SIZE
+    work = cv2.resize(tissue, (w, h), interpolation=cv2.INTER_AREA)
+    grid = cv2.resize(work, (GRID[1], GRID[0]), interpolation=cv2.INTER_AREA)
+    binary = work >= 0.5
+    edges = (np.count_nonzero(binary[:, 1:] != binary[:, :-1])
+             + np.count_nonzero(binary[1:] != binary[:-1])) / binary.size
+    pieces = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)[0] - 1
+    extras = [float(work.mean()), float(edges), float(np.log1p(pieces))]  # log: 1 vs 5 pieces matters, 50 vs 55 not
+    return np.concatenate([grid.ravel(), extras]).astype(np.float32)
+
+
+@dataclass
+class ClusterResult:
+    """Cluster labels of every mask of a prepared folder; clusters are numbered largest first."""
+
+    folder: Path
+    stems: list[str]
+    labels: list[int]
+    distances: list[float]  # each mask's distance to its cluster's centroid (in the reduced feature space)
+    k: int
+    silhouette: dict[int, float]  # k -> score, for every k tried (empty when k was given)
+    seed: int = 0
+    from_cache: bool = field(default=False, compare=False)
+
+    @property
+    def counts(self) -> list[int]:
+        return np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=self.k).tolist()
+
+    def members(self, cluster: int) -> list[str]:
+        """Stems of the cluster's masks, nearest to its centroid first (so the first are exemplars)."""
+        if not 0 <= cluster < self.k:
+            raise IndexError(f"cluster {cluster} out of range 0..{self.k - 1}")
+        picked = [i for i, label in enumerate(self.labels) if label == cluster]
+        picked.sort(key=lambda i: (self.distances[i], self.stems[i]))
+        return [self.stems[i] for i in picked]
+
+    def path(self, stem: str, kind: str = "fine") -> Path:
+        if kind not in KINDS:
+            raise ValueError(kind)
+        return self.folder / kind / f"{stem}.png"
+
+    @property
+    def has_rgb(self) -> bool:
+        return (self.folder / "rgb").is_dir()
+
+    def to_json(self) -> dict:
+        return {"folder": str(self.folder), "stems": self.stems, "labels": self.labels,
+                "distances": self.distances, "k": self.k, "seed": self.seed,
+                "silhouette": {str(k): v for k, v in self.silhouette.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict, folder: Path) -> "ClusterResult":
+        result = cls(folder=folder, stems=[str(s) for s in data["stems"]],
+                     labels=[int(v) for v in data["labels"]], distances=[float(v) for v in data["distances"]],
+                     k=int(data["k"]), silhouette={int(k): float(v) for k, v in data["silhouette"].items()},
+                     seed=int(data["seed"]), from_cache=True)
+        if not (len(result.stems) == len(result.labels) == len(result.distances)) \
+                or any(not 0 <= v < result.k for v in result.labels):
+            raise ValueError("inconsistent cluster cache")
+        return result
+
+
+def cluster_dataset(
+    folder: Union[str, Path],
+    k: Optional[int] = None,
+    k_range: tuple[int, int] = (2, 10),
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+    cancel: Optional[CancelToken] = None,
+    cache_dir: Union[str, Path, None] = None,
+) -> ClusterResult:
+    """Cluster ``folder/fine/*.png`` with K-means; ``k=None`` picks k in ``k_range`` by silhouette."""
+    folder = Path(folder)
+    masks = fine_mask_files(folder)
+    n = len(masks)
+    lo, hi = int(k_range[0]), int(k_range[1])
+    if lo < 2 or hi < lo:
+        raise PriorPathError(f"k range must be two integers 2 <= low <= high, got {k_range}")
+    if k is not None and not 2 <= int(k) <= n:
+        raise PriorPathError(f"k must be between 2 and the number of masks ({n}), got {k}")
+
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"{_cache_key(folder, masks, k, (lo, hi), seed)}.json"
+        cached = _read_cache(cache_file, folder, masks)
+        if cached is not None:
+            progress(1, 1, "clusters loaded from cache")
+            return cached
+
+    candidates = _candidates(k, lo, hi, n, distinct=n)
+    total = n + len(candidates)
+    features = []
+    for i, path in enumerate(masks):
+        check(cancel)
+        progress(i, total, f"reading {path.name}")
+        features.append(mask_features(read_mask(path)))
+    points = _reduce(np.stack(features), seed)
+
+    # K-means cannot find more clusters than there are distinct points (identical masks)
+    distinct = len(np.unique(np.round(points, 6), axis=0))  # rounded: PCA leaves ~1e-15 noise on equal rows
+    candidates = _candidates(k, lo, hi, n, distinct)
+    total = n + len(candidates)
+    scores: dict[int, float] = {}
+    if distinct < 2:  # every mask alike: one cluster, nothing to fit
+        labels, distances = np.zeros(n, np.int64), np.zeros(n)
+    else:
+        from sklearn.cluster import KMeans  # imported here: slow to import and only needed now
+        from sklearn.metrics import silhouette_score
+
+        best = None
+        for j, kk in enumerate(candidates):
+            check(cancel)
+            progress(n + j, total, f"K-means with k={kk}")
+            model = KMeans(n_clusters=kk, n_init=10, random_state=seed).fit(points)
+            if k is None:
+                if 2 <= len(np.unique(model.labels_)) <= n - 1:  # else no silhouette exists
+                    scores[kk] = float(silhouette_score(points, model.labels_))
+                if best is not None and scores.get(kk, -2.0) <= scores.get(best.n_clusters, -2.0):
+                    continue
+            best = model
+        labels = _largest_first(best.labels_)
+        distances = np.linalg.norm(points - best.cluster_centers_[best.labels_], axis=1)
+    progress(total, total, "clustered")
+
+    result = ClusterResult(folder=folder, stems=[p.stem for p in masks], labels=labels.tolist(),
+                           distances=[float(d) for d in distances], k=int(labels.max()) + 1,
+                           silhouette=scores, seed=seed)
+    if cache_file is not None:
+        _write_cache(cache_file, result)
+    return result
+
+
+def _candidates(k: Optional[int], lo: int, hi: int, n: int, distinct: int) -> list[int]:
+    """The k values to try: the given one, or the range capped so a silhouette exists (k < n, k <= distinct)."""
+    if k is not None:
+        return [min(int(k), max(distinct, 1))]
+    top = min(hi, n - 1, max(distinct, 2))
+    return list(range(min(lo, top), top + 1))
+
+
+def fine_mask_files(folder: Path) -> list[Path]:
+    """The fine masks of a prepared folder, sorted; clear errors when there are too few to cluster."""
+    if not folder.exists():
+        raise PriorPathError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise PriorPathError(f"{folder}: not a folder")
+    fine = folder / "fine"
+    masks = sorted(p for p in fine.glob("*.png") if not p.name.startswith(".")) if fine.is_dir() else []
+    if not masks:
+        raise PriorPathError(f"{folder}: no fine masks (expected fine/*.png, a folder written by 'priorpath prepare')")
+    if len(masks) < MIN_MASKS:
+        raise PriorPathError(f"{folder}: only {len(masks)} fine mask(s); clustering needs at least {MIN_MASKS}")
+    return masks
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """An HxW uint8 0/255 mask; a missing or undecodable file is an error naming it."""
+    image = read_image(path, "fine")
+    return np.where(image > 127, 255, 0).astype(np.uint8)
+
+
+def read_image(path: Path, kind: str) -> np.ndarray:
+    """A grey mask (HxW uint8) or, for ``kind == "rgb"``, an HxWx3 RGB uint8 image."""
+    try:
+        raw = np.fromfile(path, np.uint8)  # not cv2.imread: it cannot open non-ASCII paths on Windows
+    except OSError as exc:
+        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
+    flag = cv2.IMREAD_COLOR if kind == "rgb" else cv2.IMREAD_GRAYSCALE
+    image = cv2.imdecode(raw, flag) if raw.size else None
+    if image is None:
+        raise PriorPathError(f"{path}: not a readable PNG image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if kind == "rgb" else image
+
+
+def thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` shrunk to fit within ``size`` (h, w), aspect kept, as HxWx3 RGB uint8 (masks in grey)."""
+    h, w = image.shape[:2]
+    scale = min(size[0] / h, size[1] / w, 1.0)
+    out = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.repeat(out[..., None], 3, axis=2) if out.ndim == 2 else out
+
+
+def member_thumbnail(result: ClusterResult, stem: str, size: tuple[int, int]) -> np.ndarray:
+    """The picture that stands for one mask: its RGB patch when the folder has one, else the fine mask."""
+    rgb = result.path(stem, "rgb")
+    if rgb.is_file():
+        return thumbnail(read_image(rgb, "rgb"), size)
+    return thumbnail(read_mask(result.path(stem, "fine")), size)
+
+
+def mosaic(images: Sequence[np.ndarray], columns: int, gap: int = 2, fill: int = 255) -> np.ndarray:
+    """RGB images laid out on a grid (row by row), each cell the size of the largest image."""
+    if not images:
+        raise ValueError("no images")
+    ch = max(i.shape[0] for i in images)
+    cw = max(i.shape[1] for i in images)
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    out = np.full((rows * ch + (rows - 1) * gap, columns * cw + (columns - 1) * gap, 3), fill, np.uint8)
+    for n, image in enumerate(images):
+        y, x = (n // columns) * (ch + gap), (n % columns) * (cw + gap)
+        out[y:y + image.shape[0], x:x + image.shape[1]] = image
+    return out
+
+
+def bundled_sample_dataset(cache_root: Union[str, Path], progress: ProgressFn = no_progress,
+                           cancel: Optional[CancelToken] = None) -> Path:
+    """The bundled H&E sample, prepared into ``cache_root/sample_he`` on first use; returns that folder.
+
+    ``prepare`` is resumable and a finished rerun changes nothing, so calling this every time is cheap
+    and repairs an interrupted first run.
+    """
+    from .data.prepare import PrepareSettings, prepare  # heavy imports, only when the sample is wanted
+    from .inference import resources_dir
+
+    out = Path(cache_root) / "sample_he"
+    prepare([resources_dir() / "sample" / "he"], out, PrepareSettings(stain="he", patch=(256, 512)),
+            progress=progress, cancel=cancel)
+    return out
+
+
+def _reduce(features: np.ndarray, seed: int) -> np.ndarray:
+    """Standardise every feature (grid cells and the scalar extras weigh alike), then PCA to <= 32 dims."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    points = StandardScaler().fit_transform(features.astype(np.float64))
+    dims = min(MAX_PCA_DIMS, points.shape[0], points.shape[1])
+    if points.shape[1] > dims and np.ptp(points, axis=0).any():  # PCA of constant data divides by zero
+        points = PCA(n_components=dims, svd_solver="full", random_state=seed).fit_transform(points)
+    return points
+
+
+def _largest_first(labels: np.ndarray) -> np.ndarray:
+    """Renumber clusters by size, largest first (ties: the one holding the earliest mask), without gaps."""
+    order = sorted(np.unique(labels), key=lambda c: (-np.count_nonzero(labels == c), int(np.argmax(labels == c))))
+    mapping = {int(c): i for i, c in enumerate(order)}
+    return np.array([mapping[int(c)] for c in labels], dtype=np.int64)
+
+
+def _cache_key(folder: Path, masks: list[Path], k, k_range, seed: int) -> str:
+    files = []
+    for p in masks:
+        st = p.stat()
+        files.append([p.name, st.st_size, st.st_mtime_ns])
+    key = {"folder": str(folder.resolve()), "files": files, "k": k, "k_range": list(k_range), "seed": seed,
+           "version": FEATURE_VERSION}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+
+
+def _read_cache(path: Path, folder: Path, masks: list[Path]) -> Optional[ClusterResult]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        result = ClusterResult.from_json(data, folder)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring unreadable cluster cache %s: %s", path, exc)
+        return None
+    if result.stems != [p.stem for p in masks]:
+        return None
+    return result
+
+
+def _write_cache(path: Path, result: ClusterResult) -> None:
+    """Best effort: a cache that cannot be written costs time next run, never this run's result."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result.to_json()) + "\n", durable=False)
+    except (OSError, PriorPathError) as exc:
+        log.warning("cannot write cluster cache %s: %s", path, exc)
