@@ -1,0 +1,680 @@
+"""The generation view: a sketch's coarse mask, the fine mask and the RGB tile side by side, live.
+
+``request_preview(mask)`` is called after each stroke. A single-shot timer debounces the calls, then the
+request goes to a ``LatestOnly`` runner, so a newer sketch supersedes (cancels) the one being generated and a
+stale result never shows. The job sends the fine mask to the GUI as soon as it exists (it takes milliseconds)
+and only then runs the slow RGB stage, which the engine cancels between tiles.
+
+The functions above the widget classes hold the work itself and know nothing of Qt.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QListView, QListWidget,
+                               QListWidgetItem, QMessageBox, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
+                               QWidget)
+
+from trainer.errors import PriorPathError
+from trainer.fileio import ensure_writable_dir, write_png
+from trainer.inference import Engine
+from trainer.jobs import CancelToken, ProgressFn, check, no_progress
+
+from .image_view import ImageView, array_to_pixmap
+from .messages import show_error
+from .preferences import Preferences
+from .workers import Job, LatestOnly, describe_error
+
+MAX_SEED = 2 ** 31 - 1
+MAX_VARIATIONS = 16
+THUMB_WIDTH = 140
+OUTPUT_KINDS = ("coarse", "fine", "rgb")
+EMPTY_HINT = "draw some tissue to see a preview"
+FULL_HINT = "the sketch is all tissue: erase some air to see a preview"
+
+
+# --- the work (Qt-free) ---------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One generated result: the coarse mask as sent, its fine mask and (with an RGB model) its RGB tile."""
+
+    seed: int
+    coarse: np.ndarray
+    fine: np.ndarray
+    rgb: Optional[np.ndarray]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        found = {"coarse": self.coarse, "fine": self.fine, "rgb": self.rgb}
+        return {k: v for k, v in found.items() if v is not None}
+
+
+def mask_hint(mask: np.ndarray) -> Optional[str]:
+    """Why a sketch gets no preview yet (no tissue, or nothing but tissue), or None.
+
+    ``check_mask`` accepts both (a model can run on them) but neither is worth a model run while drawing;
+    real defects (wrong shape, grey levels) are left to ``check_mask`` to name.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+        return None
+    if not mask.any():
+        return EMPTY_HINT
+    if mask.all():
+        return FULL_HINT
+    return None
+
+
+def load_engine(mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto") -> Engine:
+    """An Engine, with any failure turned into one message that names the checkpoints."""
+    try:
+        return Engine(mask_model, rgb_model, device=device)
+    except PriorPathError:
+        raise  # already names the file and the problem
+    except Exception as exc:  # a checkpoint that parses but does not run, a device that is not there, ...
+        raise PriorPathError(f"cannot load models (mask: {mask_model or 'default'}, RGB: {rgb_model or 'default'}):"
+                             f" {describe_error(exc)}") from exc
+
+
+def generate_sample(engine: Engine, coarse: np.ndarray, seed: int,
+                    on_fine: Optional[Callable[[np.ndarray], None]] = None, progress: ProgressFn = no_progress,
+                    cancel: Optional[CancelToken] = None) -> Sample:
+    """Coarse -> fine (handed to ``on_fine`` at once) -> RGB when the engine has an RGB model."""
+    fine = engine.fine(coarse, seed, cancel=cancel)
+    check(cancel)
+    if on_fine is not None:
+        on_fine(fine)
+    rgb = engine.rgb(fine, seed, progress, cancel) if engine.rgb_model is not None else None
+    return Sample(seed, coarse, fine, rgb)
+
+
+def variation_seeds(first: int, count: int) -> list[int]:
+    """``first``, ``first+1``, ... wrapping around so every seed stays in the spinbox's range."""
+    return [(first + k) % (MAX_SEED + 1) for k in range(count)]
+
+
+def generate_variations(engine: Engine, coarse: np.ndarray, first_seed: int, count: int,
+                        on_sample: Callable[[int, Sample], None], progress: ProgressFn = no_progress,
+                        cancel: Optional[CancelToken] = None) -> list[Sample]:
+    """``count`` samples for consecutive seeds, each handed to ``on_sample`` as soon as it is done."""
+    samples = []
+    for k, seed in enumerate(variation_seeds(first_seed, count)):
+        check(cancel)
+        sample = generate_sample(engine, coarse, seed, cancel=cancel)
+        samples.append(sample)
+        on_sample(k, sample)
+        progress(k + 1, count, f"variation {k + 1}/{count} (seed {seed})")
+    return samples
+
+
+def variation_thumbnail(sample: Sample, width: int = THUMB_WIDTH) -> np.ndarray:
+    """The fine mask above the RGB tile (when there is one), as one RGB image ``width`` pixels wide."""
+    parts = [np.repeat(sample.fine[..., None], 3, axis=2)]
+    if sample.rgb is not None:
+        parts.append(sample.rgb)
+    strip = np.concatenate(parts, axis=0)
+    h, w = strip.shape[:2]
+    return cv2.resize(strip, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def save_image(path: Union[str, Path], image: np.ndarray) -> Path:
+    """Write one result as PNG (atomically), adding ``.png`` when the name has another suffix."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        path = path.with_name(path.name + ".png")
+    ensure_writable_dir(path.parent)
+    write_png(path, image)
+    return path
+
+
+def save_results(folder: Union[str, Path], name: str, results: dict[str, np.ndarray]) -> list[Path]:
+    """``<name>_coarse.png``, ``<name>_fine.png``, ``<name>_rgb.png`` (those present) in ``folder``."""
+    folder = Path(folder)
+    ensure_writable_dir(folder)
+    written = []
+    for kind in OUTPUT_KINDS:
+        if results.get(kind) is not None:
+            path = folder / f"{name}_{kind}.png"
+            write_png(path, results[kind])
+            written.append(path)
+    return written
+
+
+# --- the widget -------------------------------------------------------------------------------------------------
+class _Relay(QObject):
+    """Carries a worker's intermediate results to the GUI thread (queued), tagged with the request they answer."""
+
+    fine = Signal(int, object)  # preview request id, (coarse, seed, fine)
+    progress = Signal(int, int, int, str)  # preview request id, done, total, message
+    sample = Signal(int, int, object)  # variations run id, index, (Sample, thumbnail)
+
+
+class _Pane(QWidget):
+    """A caption, an image and a Save… button."""
+
+    def __init__(self, title: str, placeholder: str, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.title = title
+        self.caption = QLabel(title)
+        self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.view = ImageView(placeholder)
+        self.save_button = QPushButton("Save…")
+        self.save_button.setEnabled(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.save_button, 0, Qt.AlignmentFlag.AlignHCenter)
+
+    def show_image(self, image: Optional[np.ndarray], note: str = "") -> None:
+        self.view.set_image(image)
+        self.caption.setText(f"{self.title} — {note}" if note else self.title)
+        self.save_button.setEnabled(image is not None)
+
+
+class GenerationView(QWidget):
+    """Coarse, fine and RGB side by side with seed, variations and save; see the module docstring.
+
+    The main window calls ``set_models`` once at start-up (``None, None`` for the shipped defaults),
+    ``request_preview`` after every stroke and ``shutdown`` before closing.
+    """
+
+    modelsChanged = Signal(dict)  # engine.describe()
+    engineReady = Signal()
+    modelsFailed = Signal(str)  # the message shown; the previous engine stays
+    statusMessage = Signal(str)
+    previewShown = Signal(int)  # seed of a full preview (fine and, with an RGB model, RGB) now on screen
+    variationsReady = Signal(int)  # how many variations the gallery holds
+    saved = Signal(list)  # paths written (str)
+
+    def __init__(self, parent: Optional[QWidget] = None, *, preferences: Optional[Preferences] = None):
+        super().__init__(parent)
+        prefs = preferences if preferences is not None else Preferences.load()
+        self._engine: Optional[Engine] = None
+        self._loading: Optional[Job] = None
+        self._mask: Optional[np.ndarray] = None  # the latest sketch asked for
+        self._waiting_for_engine = False
+        self._request_id = 0  # the preview request whose results may show; older ones are stale
+        self._shown: Optional[Sample] = None  # a complete result on screen
+        self._variations: list[Sample] = []
+        self._gallery_mask: Optional[np.ndarray] = None
+        self._variations_job: Optional[Job] = None
+        self._variations_id = 0
+        self._save_jobs: set[Job] = set()
+        self._error_box: Optional[QMessageBox] = None
+        self._name = "sketch"
+        self._save_dir = str(Path.home())
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(max(0, int(prefs.preview_delay_ms)))
+        self._timer.timeout.connect(self._submit_preview)
+        self._latest = LatestOnly(self)
+        self._latest.finished.connect(self._on_preview_done)
+        self._latest.failed.connect(self._on_preview_failed)
+        self._latest.busy.connect(lambda _busy: self._refresh_busy())
+        self._relay = _Relay(self)
+        self._relay.fine.connect(self._on_fine)
+        self._relay.progress.connect(self._on_preview_progress)
+        self._relay.sample.connect(self._on_variation)
+
+        self._build(prefs)
+
+    def _build(self, prefs: Preferences) -> None:
+        self.models_label = QLabel("Models: none loaded")
+        self.models_label.setWordWrap(True)
+        self.panes = {"coarse": _Pane("Coarse sketch", "draw a sketch"),
+                      "fine": _Pane("Fine mask", "the fine mask appears here"),
+                      "rgb": _Pane("RGB", "the H&E tile appears here")}
+        panes_row = QHBoxLayout()
+        for kind, pane in self.panes.items():
+            pane.save_button.clicked.connect(lambda _=False, kind=kind: self._ask_save(kind))
+            panes_row.addWidget(pane, 1)
+
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, MAX_SEED)
+        self.seed_spin.setValue(min(max(0, prefs.seed), MAX_SEED))
+        self.seed_spin.valueChanged.connect(self._on_seed_changed)
+        self.new_seed_button = QPushButton("New seed")
+        self.new_seed_button.clicked.connect(self.new_seed)
+        self.variations_spin = QSpinBox()
+        self.variations_spin.setRange(1, MAX_VARIATIONS)
+        self.variations_spin.setValue(min(max(1, prefs.variations), MAX_VARIATIONS))
+        self.variations_button = QPushButton("Variations")
+        self.variations_button.clicked.connect(lambda: self.start_variations())
+        self.auto_preview = QCheckBox("Auto preview")
+        self.auto_preview.setChecked(True)
+        self.auto_preview.toggled.connect(self._on_auto_toggled)
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.clicked.connect(self.generate_now)
+        self.save_all_button = QPushButton("Save all…")
+        self.save_all_button.setEnabled(False)
+        self.save_all_button.clicked.connect(self._ask_save_all)
+        controls = QHBoxLayout()
+        for widget in (QLabel("Seed"), self.seed_spin, self.new_seed_button, QLabel("Count"), self.variations_spin,
+                       self.variations_button, self.auto_preview, self.generate_button, self.save_all_button):
+            controls.addWidget(widget)
+        controls.addStretch(1)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status_label = QLabel("")
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_label, 1)
+        status_row.addWidget(self.progress_bar)
+        status_row.addWidget(self.cancel_button)
+
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListView.ViewMode.IconMode)
+        self.gallery.setFlow(QListView.Flow.LeftToRight)
+        self.gallery.setWrapping(False)
+        self.gallery.setMovement(QListView.Movement.Static)
+        self.gallery.setIconSize(QSize(THUMB_WIDTH, THUMB_WIDTH))
+        self.gallery.setFixedHeight(THUMB_WIDTH + 48)
+        self.gallery.itemClicked.connect(lambda item: self.choose_variation(item.data(Qt.ItemDataRole.UserRole)))
+
+        layout = QGridLayout(self)
+        layout.addWidget(self.models_label, 0, 0)
+        layout.addLayout(panes_row, 1, 0)
+        layout.setRowStretch(1, 1)
+        layout.addLayout(controls, 2, 0)
+        layout.addWidget(self.gallery, 3, 0)
+        layout.addLayout(status_row, 4, 0)
+
+    # --- models -------------------------------------------------------------------------------------------------
+    def engine(self) -> Optional[Engine]:
+        """The engine in use; None while new models load or when none could be loaded."""
+        return None if self._loading is not None else self._engine
+
+    def set_models(self, mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto") -> Job:
+        """Load an Engine off the GUI thread (None: the shipped default, "none": no model of that role).
+
+        On success ``modelsChanged`` and ``engineReady`` are emitted and the current sketch is previewed again;
+        on failure an error names the file and the previous engine stays in use.
+        """
+        if self._loading is not None:
+            self._loading.cancel()  # its result, when it comes, is dropped
+        job = Job(lambda progress, cancel: load_engine(mask_model, rgb_model, device), "load models", self)
+        job.finished.connect(lambda engine, job=job: self._on_engine_loaded(job, engine))
+        job.failed.connect(lambda message, job=job: self._on_engine_failed(job, message))
+        job.cancelled.connect(job.deleteLater)
+        self._loading = job
+        self.models_label.setText("Models: loading…")
+        self._set_status("loading models…")
+        self._refresh_busy()
+        return job.start()
+
+    def _on_engine_loaded(self, job: Job, engine: Engine) -> None:
+        job.deleteLater()
+        if job is not self._loading:
+            return
+        self._loading = None
+        self._engine = engine
+        self._clear_gallery()
+        self._show_models()
+        self._set_status("models ready")
+        self._refresh_busy()
+        self.modelsChanged.emit(engine.describe())
+        self.engineReady.emit()
+        if self._mask is not None and (self.auto_preview.isChecked() or self._waiting_for_engine):
+            self._submit_preview()  # the sketch on screen, redone with the new models
+
+    def _on_engine_failed(self, job: Job, message: str) -> None:
+        job.deleteLater()
+        if job is not self._loading:
+            return
+        self._loading = None
+        self._show_models()
+        self._refresh_busy()
+        kept = "the previous models stay in use" if self._engine is not None else "no models are loaded"
+        self._show_error("Could not load models", f"{message}\n\n({kept})")
+        self._set_status(f"could not load models: {message}")
+        self.modelsFailed.emit(message)
+        if self._waiting_for_engine and self._engine is not None:
+            self._submit_preview()
+
+    def _show_models(self) -> None:
+        if self._engine is None:
+            self.models_label.setText("Models: none loaded")
+            return
+        about = self._engine.describe()
+        self.models_label.setText(f"Models — mask: {about['mask']}; RGB: {about['rgb']}")
+
+    # --- previews -----------------------------------------------------------------------------------------------
+    def set_preview_delay(self, ms: int) -> None:
+        """Milliseconds between the last ``request_preview`` and the model run."""
+        self._timer.setInterval(max(0, int(ms)))
+
+    def preview_delay(self) -> int:
+        return self._timer.interval()
+
+    def request_preview(self, mask: np.ndarray) -> None:
+        """The sketch changed: preview it shortly (debounced), superseding any preview under way."""
+        mask = np.array(mask, copy=True)  # the canvas keeps drawing into its own array
+        self._mask = mask
+        if self._gallery_mask is not None and not np.array_equal(self._gallery_mask, mask):
+            self._clear_gallery()  # its variations belong to another sketch
+        hint = mask_hint(mask)
+        if hint is not None:
+            self._timer.stop()
+            self._cancel_preview()
+            self.panes["coarse"].show_image(mask)
+            self.panes["fine"].show_image(None)
+            self.panes["rgb"].show_image(None)
+            self._shown = None
+            self._refresh_save_all()
+            self._set_status(hint)
+            return
+        if not self.auto_preview.isChecked():
+            self._set_status("auto preview is off: press Generate")
+            return
+        self._timer.start()
+
+    def generate_now(self) -> None:
+        """Preview the current sketch now, whether auto preview is on or not."""
+        if self._mask is None:
+            self._set_status("nothing to generate: draw a sketch first")
+            return
+        self._timer.stop()
+        self._submit_preview()
+
+    def _submit_preview(self) -> None:
+        mask = self._mask
+        if mask is None:
+            return
+        hint = mask_hint(mask)
+        if hint is not None:
+            self._set_status(hint)
+            return
+        engine = self.engine()
+        if engine is None:
+            self._waiting_for_engine = True
+            self._set_status("models are loading…" if self._loading is not None else "no models loaded")
+            return
+        self._waiting_for_engine = False
+        self._request_id += 1
+        rid, seed, relay = self._request_id, self.seed(), self._relay
+
+        def job(progress: ProgressFn, cancel: CancelToken):
+            sample = generate_sample(engine, mask, seed,
+                                     on_fine=lambda fine: relay.fine.emit(rid, (mask, seed, fine)),
+                                     progress=lambda d, t, m: relay.progress.emit(rid, d, t, m), cancel=cancel)
+            return rid, sample
+
+        self._latest.submit(job, f"preview (seed {seed})")
+        self._set_status(f"generating (seed {seed})…")
+
+    def _on_fine(self, rid: int, payload) -> None:
+        if rid != self._request_id:
+            return  # a superseded request
+        coarse, seed, fine = payload
+        self.panes["coarse"].show_image(coarse)
+        self.panes["fine"].show_image(fine, f"seed {seed}")
+        engine = self._engine
+        if engine is not None and engine.rgb_model is not None:
+            self.panes["rgb"].caption.setText("RGB — updating…")
+        self._shown = None  # the RGB on screen no longer matches
+        self._refresh_save_all()
+
+    def _on_preview_progress(self, rid: int, done: int, total: int, message: str) -> None:
+        if rid == self._request_id and self._variations_job is None and total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(done)
+
+    def _on_preview_done(self, result) -> None:
+        rid, sample = result
+        if rid != self._request_id:
+            return
+        self._show_sample(sample)
+        self._set_status(f"preview ready (seed {sample.seed})")
+        self.previewShown.emit(sample.seed)
+
+    def _on_preview_failed(self, message: str) -> None:
+        self._show_error("Preview failed", message)
+        self._set_status(f"preview failed: {message}")
+
+    def _cancel_preview(self) -> None:
+        self._request_id += 1  # whatever is under way is stale now
+        self._latest.cancel()
+
+    def _show_sample(self, sample: Sample) -> None:
+        self.panes["coarse"].show_image(sample.coarse)
+        self.panes["fine"].show_image(sample.fine, f"seed {sample.seed}")
+        if sample.rgb is not None:
+            self.panes["rgb"].show_image(sample.rgb, f"seed {sample.seed}")
+        else:
+            self.panes["rgb"].show_image(None)
+            self.panes["rgb"].view.set_placeholder("no RGB model loaded")
+        self._shown = sample
+        self._refresh_save_all()
+
+    def current_results(self) -> dict[str, np.ndarray]:
+        """The arrays of the complete result on screen: "coarse", "fine" and (with an RGB model) "rgb"."""
+        return self._shown.arrays() if self._shown is not None else {}
+
+    def shown_seed(self) -> Optional[int]:
+        return self._shown.seed if self._shown is not None else None
+
+    # --- seed ---------------------------------------------------------------------------------------------------
+    def seed(self) -> int:
+        return self.seed_spin.value()
+
+    def set_seed(self, seed: int) -> None:
+        """Set the seed (previewing again when auto preview is on)."""
+        self.seed_spin.setValue(int(seed))
+
+    def new_seed(self) -> int:
+        seed = random.randint(0, MAX_SEED)
+        self.set_seed(seed)
+        return seed
+
+    def _on_seed_changed(self, _seed: int) -> None:
+        if self._mask is not None and self.auto_preview.isChecked():
+            self._timer.start()
+
+    def _on_auto_toggled(self, on: bool) -> None:
+        if on and self._mask is not None:
+            self._timer.start()
+
+    # --- variations ---------------------------------------------------------------------------------------------
+    def start_variations(self, count: Optional[int] = None) -> Optional[Job]:
+        """Fill the gallery with ``count`` (default: the spinbox) results for seeds seed, seed+1, ..."""
+        count = self.variations_spin.value() if count is None else max(1, min(MAX_VARIATIONS, int(count)))
+        mask, engine = self._mask, self.engine()
+        if mask is None or mask_hint(mask) is not None:
+            self._set_status(mask_hint(mask) if mask is not None else "draw a sketch first")
+            return None
+        if engine is None:
+            self._set_status("models are loading…" if self._loading is not None else "no models loaded")
+            return None
+        if self._variations_job is not None:
+            self._variations_job.cancel()
+        self._clear_gallery()
+        self._gallery_mask = mask
+        self._variations_id += 1
+        vid, first, relay = self._variations_id, self.seed(), self._relay
+
+        def on_sample(k: int, sample: Sample) -> None:
+            relay.sample.emit(vid, k, (sample, variation_thumbnail(sample)))
+
+        job = Job(lambda progress, cancel: generate_variations(engine, mask, first, count, on_sample, progress,
+                                                               cancel), "variations", self)
+        job.progress.connect(lambda done, total, message, job=job: self._on_variations_progress(job, done, total))
+        job.finished.connect(lambda samples, job=job: self._on_variations_ended(job, f"{len(samples)} variations"))
+        job.failed.connect(lambda message, job=job: self._on_variations_ended(job, None, message))
+        job.cancelled.connect(lambda job=job: self._on_variations_ended(job, "variations stopped"))
+        self._variations_job = job
+        self.progress_bar.setRange(0, count)
+        self.progress_bar.setValue(0)
+        self._set_status(f"generating {count} variations from seed {first}…")
+        job.start()
+        self._refresh_busy()
+        return job
+
+    def _on_variation(self, vid: int, index: int, payload) -> None:
+        if vid != self._variations_id:
+            return
+        sample, thumbnail = payload
+        self._variations.append(sample)
+        item = QListWidgetItem(QIcon(array_to_pixmap(thumbnail)), f"seed {sample.seed}")
+        item.setData(Qt.ItemDataRole.UserRole, len(self._variations) - 1)
+        self.gallery.addItem(item)
+
+    def _on_variations_progress(self, job: Job, done: int, total: int) -> None:
+        if job is self._variations_job and total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(done)
+
+    def _on_variations_ended(self, job: Job, status: Optional[str], error: Optional[str] = None) -> None:
+        job.deleteLater()
+        if job is not self._variations_job:
+            return
+        self._variations_job = None
+        self._refresh_busy()
+        if error is not None:
+            self._show_error("Variations failed", error)
+            self._set_status(f"variations failed: {error}")
+            return
+        self._set_status(status or "")
+        self.variationsReady.emit(len(self._variations))
+
+    def variations(self) -> list[Sample]:
+        return list(self._variations)
+
+    def choose_variation(self, index: int) -> None:
+        """Make variation ``index`` current: its seed goes to the spinbox and its images to the panes."""
+        if not 0 <= index < len(self._variations):
+            return
+        sample = self._variations[index]
+        self._timer.stop()
+        self._cancel_preview()
+        self.seed_spin.blockSignals(True)  # the result is here already; no new model run
+        self.seed_spin.setValue(sample.seed)
+        self.seed_spin.blockSignals(False)
+        self._show_sample(sample)
+        self._set_status(f"variation with seed {sample.seed}")
+        self.previewShown.emit(sample.seed)
+
+    def _clear_gallery(self) -> None:
+        if self._variations_job is not None:
+            self._variations_job.cancel()
+        self._variations_id += 1
+        self._variations = []
+        self._gallery_mask = None
+        self.gallery.clear()
+
+    # --- saving -------------------------------------------------------------------------------------------------
+    def set_sketch_name(self, name: str) -> None:
+        """The base name of saved files (``<name>_fine.png`` ...), e.g. the sketch file's stem."""
+        self._name = name or "sketch"
+
+    def save_result(self, kind: str, path: Union[str, Path]) -> Optional[Job]:
+        """Write the shown ``kind`` ("coarse", "fine" or "rgb") to ``path`` as PNG, off the GUI thread."""
+        image = self.panes[kind].view.image()
+        if image is None:
+            self._set_status(f"no {kind} image to save yet")
+            return None
+        return self._run_save(lambda progress, cancel: [save_image(path, image)], f"save {kind}")
+
+    def save_all(self, folder: Union[str, Path], name: Optional[str] = None) -> Optional[Job]:
+        """Write ``<name>_coarse.png``, ``_fine.png`` and ``_rgb.png`` of the shown result into ``folder``."""
+        results = self.current_results()
+        if not results:
+            self._set_status("nothing to save yet: wait for the preview")
+            return None
+        name = name or f"{self._name}_seed{self._shown.seed}"
+        return self._run_save(lambda progress, cancel: save_results(folder, name, results), "save all")
+
+    def _run_save(self, fn, name: str) -> Job:
+        job = Job(fn, name, self)
+        job.finished.connect(lambda paths, job=job: self._on_saved(job, paths))
+        job.failed.connect(lambda message, job=job: self._on_save_failed(job, message))
+        self._save_jobs.add(job)  # keeps the job alive while it runs
+        return job.start()
+
+    def _on_saved(self, job: Job, paths: list[Path]) -> None:
+        self._save_jobs.discard(job)
+        job.deleteLater()
+        self._set_status("saved " + ", ".join(p.name for p in paths) + f" in {paths[0].parent}" if paths else "")
+        self.saved.emit([str(p) for p in paths])
+
+    def _on_save_failed(self, job: Job, message: str) -> None:
+        self._save_jobs.discard(job)
+        job.deleteLater()
+        self._show_error("Could not save", message)
+
+    def _ask_save(self, kind: str) -> None:
+        suffix = f"_seed{self._shown.seed}" if self._shown is not None else ""
+        start = str(Path(self._save_dir) / f"{self._name}{suffix}_{kind}.png")
+        path, _ = QFileDialog.getSaveFileName(self, f"Save the {kind} image", start, "PNG images (*.png)")
+        if path:
+            self._save_dir = str(Path(path).parent)
+            self.save_result(kind, path)
+
+    def _ask_save_all(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Save coarse, fine and RGB into", self._save_dir)
+        if folder:
+            self._save_dir = folder
+            self.save_all(folder)
+
+    def _refresh_save_all(self) -> None:
+        self.save_all_button.setEnabled(self._shown is not None)
+
+    # --- state --------------------------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the preview and the variations under way."""
+        self._timer.stop()
+        self._cancel_preview()
+        if self._variations_job is not None:
+            self._variations_job.cancel()
+        self._set_status("cancelled")
+
+    def shutdown(self) -> None:
+        """Cancel everything before the window closes (running jobs end at their next check)."""
+        self._timer.stop()
+        self._cancel_preview()
+        for job in (self._variations_job, self._loading, *self._save_jobs):
+            if job is not None:
+                job.cancel()
+
+    def is_previewing(self) -> bool:
+        """A preview job is running or queued."""
+        return not self._latest.idle
+
+    def is_idle(self) -> bool:
+        """Nothing pending or running: no debounce timer, preview, variations, model load or save."""
+        return (not self._timer.isActive() and self._latest.idle and self._variations_job is None
+                and self._loading is None and not self._save_jobs)
+
+    def _refresh_busy(self) -> None:
+        previewing = not self._latest.idle
+        running = previewing or self._variations_job is not None or self._loading is not None
+        self.progress_bar.setVisible(running)
+        if running and self._variations_job is None:
+            self.progress_bar.setRange(0, 0)  # busy until the RGB stage reports tiles
+        self.cancel_button.setEnabled(previewing or self._variations_job is not None)
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.statusMessage.emit(text)
+
+    def _show_error(self, title: str, message: str) -> None:
+        """One box at a time: a burst of failing previews updates the open box instead of stacking new ones."""
+        box = self._error_box
+        try:
+            if box is not None and box.isVisible():
+                box.setWindowTitle(title)
+                box.setText(message)
+                return
+        except RuntimeError:  # the box was closed and deleted
+            pass
+        self._error_box = show_error(self, title, message)

@@ -1,0 +1,172 @@
+"""The batch export dialog on small real checkpoints: a run, cancel and resume, refused settings, bad input."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from priorpath_desktop.export_dialog import (EtaEstimator, ExportDialog, ExportSettings, format_duration,
+                                             sketch_store)
+from priorpath_desktop.messages import open_messages
+from trainer.inference import Engine
+
+REPO = Path(__file__).resolve().parents[2]
+SKETCHES = REPO / "resources" / "sample" / "sketches"
+WAIT = 30000  # ms; generous for a busy 2-core machine, never reached when things work
+
+
+@pytest.fixture(scope="module")
+def engine(engine_models) -> Engine:
+    return Engine(engine_models["analogy"], engine_models["pix2pixhd"], device="cpu")
+
+
+@pytest.fixture
+def sketches(tmp_path) -> Path:
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    for name in ("sketch_01.png", "sketch_02.png"):
+        shutil.copy(SKETCHES / name, folder / name)
+    return folder
+
+
+@pytest.fixture
+def make_dialog(qtbot, engine):
+    def make(current=None, provider=None) -> ExportDialog:
+        dialog = ExportDialog(provider or (lambda: engine), current)
+        qtbot.addWidget(dialog)
+        dialog.show()
+        return dialog
+
+    yield make
+    for box in open_messages():
+        box.close()
+
+
+def rows(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def stems(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.png"))
+
+
+def run(qtbot, dialog: ExportDialog):
+    with qtbot.waitSignal(dialog.exportFinished, timeout=WAIT) as blocker:
+        dialog.start()
+    return blocker.args[0]
+
+
+def test_exports_the_asked_number_of_samples(qtbot, make_dialog, sketches, tmp_path):
+    dialog = make_dialog()
+    out = tmp_path / "out"
+    dialog.apply_settings({"sources": [str(sketches)], "count": 4, "seed": 1, "out": str(out)})
+    assert dialog.height_spin.value() == 64 and dialog.width_spin.value() == 128  # the model's size, shown
+    result = run(qtbot, dialog)
+    assert (result.count, result.generated) == (4, 4)
+    expected = [f"syn_{i:06d}" for i in range(4)]
+    assert [r["stem"] for r in rows(out)] == expected
+    assert {Path(r["source"]).name for r in rows(out)} <= {"sketch_01.png", "sketch_02.png"}
+    for kind in ("coarse", "fine", "rgb"):
+        assert stems(out / kind) == expected
+    assert dialog.progress_bar.value() == 4 and dialog.open_button.isEnabled()
+    assert str(out) in dialog.status_label.text() and not dialog.is_running()
+
+
+def test_cancel_then_start_again_completes_without_duplicates(qtbot, make_dialog, sketches, tmp_path):
+    dialog = make_dialog()
+    out = tmp_path / "out"
+    dialog.apply_settings({"sources": [str(sketches)], "count": 4, "out": str(out)})
+
+    def cancel_after_first_sample(job):
+        # a direct connection runs in the worker, before it starts the next sample: a deterministic stop
+        job.progress.connect(lambda done, total, message: job.cancel() if done >= 1 else None,
+                             Qt.ConnectionType.DirectConnection)
+
+    dialog.exportStarted.connect(cancel_after_first_sample)
+    with qtbot.waitSignal(dialog.exportCancelled, timeout=WAIT) as blocker:
+        dialog.start()
+    assert blocker.args == [1]
+    assert [r["stem"] for r in rows(out)] == ["syn_000000"]
+    assert "press Start to continue" in dialog.status_label.text()
+
+    dialog.exportStarted.disconnect(cancel_after_first_sample)
+    statuses = []
+    dialog.statusMessage.connect(statuses.append)
+    result = run(qtbot, dialog)
+    assert (result.count, result.generated) == (4, 3)
+    assert any(s.startswith("resuming: 1 of 4 already present") for s in statuses)
+    expected = [f"syn_{i:06d}" for i in range(4)]
+    assert [r["stem"] for r in rows(out)] == expected
+    for kind in ("coarse", "fine", "rgb"):
+        assert stems(out / kind) == expected
+
+
+def test_other_settings_on_an_export_folder_are_refused(qtbot, make_dialog, sketches, tmp_path):
+    dialog = make_dialog()
+    out = tmp_path / "out"
+    dialog.apply_settings({"sources": [str(sketches)], "count": 2, "seed": 0, "out": str(out)})
+    run(qtbot, dialog)
+    dialog.seed_spin.setValue(5)
+    with qtbot.waitSignal(dialog.exportFailed, timeout=WAIT) as blocker:
+        dialog.start()
+    assert "other seed" in blocker.args[0]
+    messages = open_messages()
+    assert len(messages) == 1 and "other seed" in messages[0].text()
+    assert dialog.isVisible() and dialog.start_button.isEnabled()
+    assert len(rows(out)) == 2
+
+
+def test_no_sketches_or_no_engine_is_an_error_message(qtbot, make_dialog, tmp_path):
+    dialog = make_dialog()
+    dialog.apply_settings({"count": 2, "out": str(tmp_path / "out")})
+    with qtbot.waitSignal(dialog.exportFailed, timeout=WAIT) as blocker:
+        dialog.start()
+    assert "no sketches chosen" in blocker.args[0]
+    for box in open_messages():
+        box.close()
+    loading = make_dialog(provider=lambda: None)
+    loading.apply_settings({"count": 2, "out": str(tmp_path / "out")})
+    assert loading.start() is None
+    assert "not loaded yet" in open_messages()[0].text()
+
+
+def test_the_current_sketch_is_stored_by_content_and_exported(qtbot, make_dialog, tmp_path):
+    mask = np.zeros((64, 128), np.uint8)
+    mask[8:56, 10:90] = 255
+    dialog = make_dialog(current=lambda: mask)
+    out = tmp_path / "out"
+    dialog.apply_settings({"include_current": True, "count": 2, "augment": False, "out": str(out)})
+    result = run(qtbot, dialog)
+    assert result.count == 2
+    stored = list(sketch_store().glob("*.png"))
+    assert len(stored) == 1 and {r["source"] for r in rows(out)} == {str(stored[0].resolve())}
+    mask[:] = 0  # an empty canvas cannot be exported
+    with qtbot.waitSignal(dialog.exportFailed, timeout=WAIT) as blocker:
+        dialog.start()
+    assert "has no tissue" in blocker.args[0]
+
+
+def test_settings_round_trip_and_bad_values_fall_back(make_dialog, tmp_path):
+    dialog = make_dialog(current=lambda: None)
+    wanted = {"sources": ["/a", "/b"], "include_current": True, "count": 7, "augment": False, "seed": 9,
+              "size": [96, 200], "out": str(tmp_path)}
+    dialog.apply_settings(wanted)
+    assert dialog.settings() == wanted
+    dialog.apply_settings({"count": -3, "seed": "x", "size": [5, 5], "sources": "nope"})
+    assert dialog.settings() == ExportSettings().to_dict()
+
+
+def test_eta_counts_only_this_runs_samples():
+    now = [0.0]
+    eta = EtaEstimator(clock=lambda: now[0])
+    eta.update(30, 100)  # a resume: 30 were there before this run
+    assert eta.seconds_left() is None
+    now[0] = 10.0
+    eta.update(35, 100)  # 5 made in 10 s
+    assert eta.seconds_left() == pytest.approx(130.0)
+    assert [format_duration(s) for s in (4.4, 130, 7500)] == ["4 s", "2 min 10 s", "2 h 05 min"]
