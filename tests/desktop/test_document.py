@@ -54,7 +54,7 @@ def test_undo_redo_across_strokes_restores_exact_masks():
     states.append(doc.mask.copy())
     stroke(doc, [(80, 5), (20, 60)], radius=2)
     states.append(doc.mask.copy())
-    stroke(doc, [(30, 30), (35, 35)], radius=6, value=0)
+    stroke(doc, [(25, 12), (30, 22)], radius=6, value=0)  # erases across the first stroke
     states.append(doc.mask.copy())
     assert doc.version == 3 and doc.can_undo and not doc.can_redo
     for expected in reversed(states[:-1]):
@@ -209,3 +209,19 @@ def test_bad_files_give_clear_errors(tmp_path):
     bad_json.write_text("{not json")
     with pytest.raises(PriorPathError, match="bad.json"):
         MaskDocument.open(bad_json)
+
+
+def test_a_stamp_is_a_true_disc_without_one_pixel_nubs():
+    doc = MaskDocument(64, 64)
+    doc.stamp(32, 32, 10, 255)  # centre between pixels 31 and 32
+    rows = np.flatnonzero(doc.mask.any(axis=1))
+    assert rows[0] == 22 and rows[-1] == 41  # 10 px each way
+    assert np.count_nonzero(doc.mask[rows[-1]]) >= 5  # a flat cap, not a lone pixel (OpenCV's circles)
+    assert abs(np.count_nonzero(doc.mask) - np.pi * 100) < 12
+
+
+def test_an_empty_mask_saved_earlier_reopens(tmp_path):
+    doc = MaskDocument(32, 48)
+    doc.save_png(tmp_path / "blank.png")
+    again = MaskDocument.open(tmp_path / "blank.png")
+    assert again.shape == (32, 48) and not again.mask.any()
