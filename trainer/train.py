@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest.safetensors"
 PREVIEW_ITEMS = 4
+STOP_FILE = "STOP"  # created in the run folder by a GUI to ask for a clean stop after the current step
 
 
 @dataclass
@@ -285,6 +286,8 @@ class Trainer:
         self.start_time = time.perf_counter()
         losses: dict[str, float] = {}
         kind = "resume" if self.step else "start"
+        if self.dist.main:
+            (self.run_dir / STOP_FILE).unlink(missing_ok=True)  # a stale request from the last run
         self.events.emit(kind, self.step, self.seconds(), model=c.model, total_steps=self.total_steps,
                          steps_per_epoch=self.steps_per_epoch, device=str(self.device), world=self.dist.world,
                          size=list(self.size))
@@ -354,7 +357,8 @@ class Trainer:
         return losses
 
     def _cancel_requested(self) -> bool:
-        flag = self.cancel.cancelled
+        # The stop file works where signals don't reach a child process cleanly (Windows consoles).
+        flag = self.cancel.cancelled or (self.dist.main and (self.run_dir / STOP_FILE).exists())
         if self.dist.enabled:  # every rank must stop at the same step, or the collectives would hang
             import torch.distributed as tdist
 

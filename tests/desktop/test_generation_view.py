@@ -1,6 +1,7 @@
 """The generation view on small real checkpoints: previews, supersession, seeds, variations, errors, saving."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -87,17 +88,34 @@ def test_same_seed_same_fine_other_seed_other_fine(qtbot, view):
 
 
 def test_event_loop_keeps_running_during_a_preview(qtbot, view):
+    """The RGB stage waits until the GUI thread has ticked five times: with a blocked GUI thread the
+    ticks could never happen and the preview would never arrive."""
     ticks = []
+    ticked = threading.Event()
+    engine = view.engine()
+    real_rgb = engine.rgb
+
+    def gated_rgb(*args, **kwargs):
+        assert ticked.wait(WAIT / 1000), "the GUI thread did not tick while the preview was running"
+        return real_rgb(*args, **kwargs)
+
+    def tick():
+        if view.is_previewing():
+            ticks.append(1)
+            if len(ticks) >= 5:
+                ticked.set()
+
+    engine.rgb = gated_rgb
     timer = QTimer()
     timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(1) if view.is_previewing() else None)
+    timer.timeout.connect(tick)
     timer.start()
     try:
-        # 160x300 is more than twice the 64x128 the test model was trained at, so RGB runs tile by tile
-        preview(qtbot, view, sketch(160, 300))
+        result = preview(qtbot, view, sketch(64, 128))
     finally:
         timer.stop()
-    assert len(ticks) >= 5  # a blocked GUI thread would collapse the ticks into at most one
+        engine.rgb = real_rgb
+    assert len(ticks) >= 5 and result["rgb"].shape == (64, 128, 3)
 
 
 def test_rapid_requests_deliver_one_preview_of_the_last_sketch(qtbot, view):

@@ -14,7 +14,7 @@ from trainer.data.prepare import PrepareSettings, prepare
 from trainer.errors import Cancelled, PriorPathError
 from trainer.events import read_events
 from trainer.jobs import CancelToken
-from trainer.train import resume_config, train
+from trainer.train import STOP_FILE, resume_config, train
 
 from ..conftest import REPO, SAMPLE
 
@@ -80,6 +80,20 @@ def test_cancel_stops_with_a_checkpoint_and_resume_finishes(he_patches, tmp_path
     assert result.step == 8
     events = read_events(run / "events.jsonl")
     assert events[-1]["type"] == "end" and any(e["type"] == "resume" and e["step"] == 3 for e in events)
+
+
+def test_a_stop_file_in_the_run_folder_stops_cleanly_and_a_resume_ignores_it(he_patches, tmp_path):
+    """The desktop app's stop request where no signal reaches the child (Windows consoles)."""
+    run = tmp_path / "run"
+
+    def progress(done, total, message):
+        if done == 2:
+            (run / STOP_FILE).touch()
+
+    with pytest.raises(Cancelled, match="step 2"):
+        train(tiny_config(he_patches, max_steps=6), run, progress=progress)
+    assert (run / STOP_FILE).exists()  # left behind, as after a crash of the GUI
+    assert train(resume_config(run, {}), run, resume=True).step == 6  # a stale stop file is cleared on start
 
 
 def test_periodic_checkpoints_samples_and_events(he_patches, tmp_path):

@@ -1,0 +1,61 @@
+"""`priorpath-desktop`: start the application.
+
+    priorpath-desktop [MASK] [--dataset DIR] [--mask-model CKPT] [--rgb-model CKPT|none] [--device D]
+
+Opens MASK (a PNG mask or a Labelme JSON) or a new sketch, the bundled sample in the cluster browser and
+the default models. ``--run-trainer ARGS`` runs the `priorpath` command line instead; the training panel
+uses it to start child processes from a frozen (PyInstaller) build, where there is no Python to run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from trainer import __version__
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="priorpath-desktop", description="PriorPath Desktop: sketch coarse tissue masks "
+                                "and turn them into fine masks and H&E tiles")
+    p.add_argument("mask", nargs="?", type=Path, help="a mask (PNG/TIFF/JPEG) or Labelme JSON to open")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="prepared folder for the cluster browser (default: the bundled sample)")
+    p.add_argument("--mask-model", default=None, metavar="CKPT", help="coarse->fine checkpoint (default: bundled)")
+    p.add_argument("--rgb-model", default=None, metavar="CKPT|none", help="fine->RGB checkpoint (default: bundled)")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--version", action="version", version=f"priorpath-desktop {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p.parse_args(list(argv))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--run-trainer"]:
+        from trainer.cli import main as trainer_main
+        return trainer_main(argv[1:])
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow, app_icon
+    from .preferences import APP_NAME, ORG_NAME
+
+    QApplication.setOrganizationName(ORG_NAME)
+    QApplication.setApplicationName(APP_NAME)
+    QApplication.setApplicationVersion(__version__)
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setWindowIcon(app_icon())
+    window = MainWindow(mask_model=args.mask_model, rgb_model=args.rgb_model, device=args.device,
+                        dataset=str(args.dataset) if args.dataset else None)
+    window.show()
+    window.start(open_path=args.mask)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""The main window: the canvas in the centre, tools, clusters, generation and training around it.
+
+The window owns the document and wires the parts together; each part does its own work (in workers where
+it is slow). Window geometry and dock layout go to QSettings; user choices go to the preferences file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QDockWidget, QFileDialog, QFormLayout, QLabel,
+                               QMainWindow, QMessageBox, QSpinBox, QWidget)
+
+from trainer import __version__
+from trainer.errors import PriorPathError
+from trainer.inference import default_model_path, resources_dir
+
+from .autosave import Autosaver
+from .canvas import CanvasView
+from .cluster_browser import ClusterBrowser
+from .document import MaskDocument
+from .export_dialog import ExportDialog
+from .generation_view import GenerationView
+from .messages import show_error, show_info
+from .preferences import APP_NAME, Preferences, config_dir
+from .tool_panel import ToolPanel
+from .training_panel import TrainingPanel
+from .workers import Job
+
+log = logging.getLogger(__name__)
+
+MASK_FILTER = "Masks (*.png *.tif *.tiff *.jpg *.jpeg *.bmp);;Labelme JSON (*.json);;All files (*)"
+MODEL_FILTER = "PriorPath checkpoints (*.safetensors);;All files (*)"
+
+
+def app_icon() -> QIcon:
+    return QIcon(str(resources_dir() / "icons" / "priorpath.svg"))
+
+
+class MainWindow(QMainWindow):
+    """``mask_model``/``rgb_model``/``device``/``dataset`` override the preferences for this session."""
+
+    def __init__(self, mask_model: Optional[str] = None, rgb_model: Optional[str] = None,
+                 device: Optional[str] = None, dataset: Optional[str] = None, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.prefs = Preferences.load()
+        self.mask_model = mask_model or self.prefs.mask_model
+        self.rgb_model = rgb_model or self.prefs.rgb_model
+        self.device = device or self.prefs.device
+        self.dataset = dataset or self.prefs.dataset
+        self.ask_before_discarding = True  # tests switch the close/new confirmations off
+        self._open_job: Optional[Job] = None
+
+        self.setWindowIcon(app_icon())
+        self.document = MaskDocument(*self.prefs.canvas_size, undo_depth=self.prefs.undo_depth)
+        self.autosaver = Autosaver(config_dir() / "autosave")
+
+        self.canvas = CanvasView(self)
+        self.canvas.set_document(self.document)
+        self.canvas.set_autosaver(self.autosaver)  # after every stroke; large masks in a worker
+        self.canvas.set_brush_radius(self.prefs.brush_radius)
+        self.canvas.set_underlay_opacity(self.prefs.underlay_opacity)
+        self.setCentralWidget(self.canvas)
+
+        self.tools = ToolPanel(self.canvas)
+        self.clusters = ClusterBrowser(self)
+        self.generation = GenerationView(self)
+        self.generation.set_preview_delay(self.prefs.preview_delay_ms)
+        self.training = TrainingPanel(self)
+        self.docks = {
+            "tools": self._dock("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea),
+            "clusters": self._dock("Real tissue clusters", self.clusters, Qt.DockWidgetArea.RightDockWidgetArea),
+            "generation": self._dock("Generation", self.generation, Qt.DockWidgetArea.BottomDockWidgetArea),
+            "training": self._dock("Training and evaluation", self.training, Qt.DockWidgetArea.BottomDockWidgetArea),
+        }
+        self.tabifyDockWidget(self.docks["generation"], self.docks["training"])
+        self.docks["generation"].raise_()
+
+        self._status_cursor = QLabel()
+        self._status_zoom = QLabel()
+        self._status_models = QLabel("loading models…")
+        for label in (self._status_cursor, self._status_zoom, self._status_models):
+            self.statusBar().addPermanentWidget(label)
+
+        self._build_menus()
+        self._connect()
+        self._restore_layout()
+        self._update_title()
+
+    # --- construction -----------------------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title}")  # saveState needs names
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file = bar.addMenu("&File")
+        self._action(file, "&New sketch…", self.new_sketch, QKeySequence.StandardKey.New)
+        self._action(file, "&Open mask…", self.open_dialog, QKeySequence.StandardKey.Open,
+                     "open a PNG/TIFF mask or a Labelme JSON")
+        self._action(file, "Import &Labelme JSON…", self.import_labelme_dialog)
+        self.recent_menu = file.addMenu("Open &recent")
+        self._fill_recent()
+        file.addSeparator()
+        self._action(file, "&Save", self.save, QKeySequence.StandardKey.Save)
+        self._action(file, "Save &as…", self.save_as, QKeySequence.StandardKey.SaveAs)
+        file.addSeparator()
+        self._action(file, "Load &underlay image…", self.underlay_dialog)
+        self._action(file, "&Export synthetic dataset…", self.export_dialog, "Ctrl+E")
+        file.addSeparator()
+        self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        edit = bar.addMenu("&Edit")
+        self.undo_action = self._action(edit, "&Undo", self.canvas.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = self._action(edit, "&Redo", self.canvas.redo, QKeySequence.StandardKey.Redo)
+        edit.addSeparator()
+        self._action(edit, "&Clear", self.canvas.clear, "Ctrl+Shift+Backspace")
+        self._action(edit, "&Invert", self.canvas.invert, "Ctrl+I")
+
+        view = bar.addMenu("&View")
+        self._action(view, "&Fit to window", self.canvas.fit_to_window, "Ctrl+0")
+        self._action(view, "Zoom &in", lambda: self.canvas.set_zoom(self.canvas.zoom() * 1.25), QKeySequence.StandardKey.ZoomIn)
+        self._action(view, "Zoom &out", lambda: self.canvas.set_zoom(self.canvas.zoom() / 1.25), QKeySequence.StandardKey.ZoomOut)
+        view.addSeparator()
+        for dock in self.docks.values():
+            view.addAction(dock.toggleViewAction())
+        self._action(view, "&Reset layout", self.reset_layout)
+
+        models = bar.addMenu("&Models")
+        self._action(models, "Coarse→fine model…", lambda: self.choose_model("mask"))
+        self._action(models, "Fine→RGB model…", lambda: self.choose_model("rgb"))
+        self.no_rgb_action = self._action(models, "No RGB stage (masks only)", self._toggle_rgb)
+        self.no_rgb_action.setCheckable(True)
+        self.no_rgb_action.setChecked(str(self.rgb_model).lower() == "none")
+        self._action(models, "Use the bundled default models", self.use_default_models)
+        device_menu = models.addMenu("&Device")
+        group = QActionGroup(self)
+        for name in ("auto", "cpu", "cuda", "mps"):
+            action = QAction(name, self, checkable=True)
+            action.setChecked(name == self.device)
+            action.triggered.connect(lambda checked, name=name: self.set_device(name))
+            group.addAction(action)
+            device_menu.addAction(action)
+
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&Keyboard and pen…", self.show_shortcuts, QKeySequence.StandardKey.HelpContents)
+        self._action(help_menu, "&About PriorPath Desktop", self.show_about)
+
+    def _connect(self) -> None:
+        self.canvas.documentEdited.connect(self._on_edited)
+        self.canvas.cursorMoved.connect(lambda x, y: self._status_cursor.setText(f"x {x}  y {y}"))
+        self.canvas.zoomChanged.connect(lambda z: self._status_zoom.setText(f"{z * 100:.0f} %"))
+        self.clusters.underlayRequested.connect(self.canvas.set_underlay)
+        self.clusters.sketchRequested.connect(self.start_from_mask)
+        self.clusters.datasetChanged.connect(self._dataset_chosen)
+        self.clusters.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        self.generation.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        self.generation.modelsChanged.connect(self._on_models_changed)
+        self.generation.modelsFailed.connect(lambda m: self._status_models.setText("models: load failed"))
+        self.training.adoptRequested.connect(self.adopt_model)
+        self.training.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 5000))
+
+    def _dataset_chosen(self, folder) -> None:
+        self.dataset = self.prefs.dataset = str(folder) if folder else None
+
+    # --- start-up ---------------------------------------------------------------------------------------------
+    def start(self, open_path: Optional[Path] = None) -> None:
+        """Load models and the cluster dataset in workers; open a file or offer to recover a crashed sketch."""
+        self.generation.set_models(self.mask_model, self.rgb_model, self.device)
+        self.clusters.set_dataset(self.dataset)
+        if self.dataset:
+            self.training.set_dataset(self.dataset)
+        if self.autosaver.recoverable():
+            self._offer_recovery(open_path)
+        elif open_path is not None:
+            self.open_path(open_path)
+        QTimer.singleShot(0, self.canvas.fit_to_window)
+
+    def _offer_recovery(self, then_open: Optional[Path]) -> None:
+        info = self.autosaver.recoverable()
+        box = QMessageBox(QMessageBox.Icon.Question, "Recover sketch",
+                          f"PriorPath Desktop did not close cleanly last time. Recover the unsaved sketch "
+                          f"({info})?", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setObjectName("recoveryQuestion")
+
+        def answered(button: int) -> None:
+            if button == QMessageBox.StandardButton.Yes:
+                self.recover()
+            else:
+                self.autosaver.discard()
+                if then_open is not None:
+                    self.open_path(then_open)
+
+        box.finished.connect(answered)
+        box.open()
+
+    def recover(self) -> None:
+        try:
+            document = self.autosaver.recover()
+        except PriorPathError as exc:
+            show_error(self, "Recovery failed", str(exc))
+            return
+        self._set_document(document, keep_autosave=True)
+        self.statusBar().showMessage("recovered the unsaved sketch", 5000)
+
+    # --- the document -----------------------------------------------------------------------------------------
+    def _set_document(self, document: MaskDocument, keep_autosave: bool = False) -> None:
+        """Show a new, opened or recovered document; the autosave of the previous one is no longer needed."""
+        if not keep_autosave:
+            self.autosaver.discard()
+        self.document = document
+        self.canvas.set_document(document)
+        self.canvas.fit_to_window()
+        self._on_edited()
+
+    def _on_edited(self) -> None:
+        """After every completed edit (the canvas has already autosaved it): title and live preview."""
+        self._update_title()
+        self.generation.request_preview(np.array(self.document.mask, copy=True))
+
+    def start_from_mask(self, mask: np.ndarray) -> None:
+        """A coarse mask from the cluster browser becomes the sketch (one undoable step)."""
+        self.document.replace(np.asarray(mask, dtype=np.uint8))
+
+    def new_sketch(self) -> None:
+        if not self._may_discard():
+            return
+        dialog = QDialog(self)
+        dialog.setWindowTitle("New sketch")
+        form = QFormLayout(dialog)
+        height, width = QSpinBox(), QSpinBox()
+        for box, value in ((height, self.prefs.canvas_size[0]), (width, self.prefs.canvas_size[1])):
+            box.setRange(16, 20000)
+            box.setValue(value)
+            box.setSuffix(" px")
+        form.addRow("Height", height)
+        form.addRow("Width", width)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(dialog.accept)
+        buttons.rejected.connect(dialog.reject)
+        form.addRow(buttons)
+
+        def accepted() -> None:
+            self.prefs.canvas_size = (height.value(), width.value())
+            self._set_document(MaskDocument(height.value(), width.value(), undo_depth=self.prefs.undo_depth))
+
+        dialog.accepted.connect(accepted)
+        dialog.open()
+
+    def open_dialog(self) -> None:
+        if not self._may_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open mask", self._last_folder(), MASK_FILTER)
+        if path:
+            self.open_path(Path(path))
+
+    def import_labelme_dialog(self) -> None:
+        if not self._may_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import Labelme JSON", self._last_folder(), "Labelme JSON (*.json)")
+        if path:
+            self.open_path(Path(path))
+
+    def open_path(self, path: Path) -> None:
+        """Read the file in a worker (a large TIFF takes a while); errors name the file."""
+        path = Path(path)
+        job = Job(lambda progress, cancel: MaskDocument.open(path, undo_depth=self.prefs.undo_depth), "open", self)
+        job.finished.connect(lambda document: self._opened(document, path))
+        job.failed.connect(lambda message: show_error(self, "Cannot open mask", message))
+        self._open_job = job.start()
+
+    def _opened(self, document: MaskDocument, path: Path) -> None:
+        if path.suffix.lower() == ".json":
+            document.path = None  # a Labelme import is saved as a new PNG, never over the JSON
+        self._set_document(document)
+        self.prefs.add_recent(str(path))
+        self._fill_recent()
+        self.statusBar().showMessage(f"opened {path}", 5000)
+
+    def save(self) -> bool:
+        path = self.document.path
+        if path is None or path.suffix.lower() != ".png":
+            return self.save_as()
+        return self._save_to(path)
+
+    def save_as(self) -> bool:
+        current = self.document.path
+        start = str(current.with_suffix(".png")) if current else str(Path(self._last_folder()) / "sketch.png")
+        path, _ = QFileDialog.getSaveFileName(self, "Save mask", start, "PNG mask (*.png)")
+        if not path:
+            return False
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        return self._save_to(path)
+
+    def _save_to(self, path: Path) -> bool:
+        try:
+            self.document.save_png(path)
+        except (OSError, PriorPathError) as exc:
+            show_error(self, "Cannot save", f"{path}: {exc}")
+            return False
+        self.prefs.add_recent(str(path))
+        self._fill_recent()
+        self.autosaver.discard()
+        self._update_title()
+        self.statusBar().showMessage(f"saved {path}", 5000)
+        return True
+
+    def underlay_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Underlay image", self._last_folder(),
+                                              "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
+        if path:
+            job = Job(lambda progress, cancel: _read_image(Path(path)), "underlay", self)
+            job.finished.connect(self.canvas.set_underlay)
+            job.failed.connect(lambda message: show_error(self, "Cannot load underlay", message))
+            self._open_job = job.start()
+
+    def _may_discard(self) -> bool:
+        """True when the sketch is saved, or the user agrees to lose (or saves) the changes."""
+        if not self.document.dirty or not self.ask_before_discarding:
+            return True
+        answer = QMessageBox.question(
+            self, APP_NAME, "The sketch has unsaved changes. Save them first?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QMessageBox.StandardButton.Discard
+
+    # --- models -----------------------------------------------------------------------------------------------
+    def choose_model(self, role: str) -> None:
+        folder = str(default_model_path(role).parent)
+        path, _ = QFileDialog.getOpenFileName(self, f"{'Coarse→fine' if role == 'mask' else 'Fine→RGB'} model",
+                                              folder, MODEL_FILTER)
+        if path:
+            self.adopt_model(role, path)
+
+    def adopt_model(self, role: str, path: str) -> None:
+        """Use a checkpoint (e.g. one just trained) in the generation view; remembered as a preference."""
+        if role == "mask":
+            self.mask_model = path
+            self.prefs.mask_model = path
+        else:
+            self.rgb_model = path
+            self.prefs.rgb_model = path
+            self.no_rgb_action.setChecked(False)
+        self.generation.set_models(self.mask_model, self.rgb_model, self.device)
+        self.docks["generation"].raise_()
+
+    def use_default_models(self) -> None:
+        self.mask_model = self.rgb_model = self.prefs.mask_model = self.prefs.rgb_model = None
+        self.no_rgb_action.setChecked(False)
+        self.generation.set_models(None, None, self.device)
+
+    def _toggle_rgb(self, checked: bool) -> None:
+        self.rgb_model = "none" if checked else self.prefs.rgb_model if self.prefs.rgb_model != "none" else None
+        self.prefs.rgb_model = self.rgb_model
+        self.generation.set_models(self.mask_model, self.rgb_model, self.device)
+
+    def set_device(self, device: str) -> None:
+        self.device = self.prefs.device = device
+        self.generation.set_models(self.mask_model, self.rgb_model, device)
+
+    def _on_models_changed(self, described: dict) -> None:
+        self.models_in_use = dict(described)
+        self._status_models.setText(f"fine: {described.get('mask', '?')} · RGB: {described.get('rgb', '?')}")
+
+    # --- dialogs ----------------------------------------------------------------------------------------------
+    def export_dialog(self) -> ExportDialog:
+        dialog = ExportDialog(self.generation.engine, lambda: np.array(self.document.mask, copy=True), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        saved = self._settings().value("export")
+        if isinstance(saved, str):
+            try:
+                dialog.apply_settings(json.loads(saved))
+            except ValueError:
+                pass
+        dialog.finished.connect(lambda _: self._settings().setValue("export", json.dumps(dialog.settings())))
+        dialog.open()
+        return dialog
+
+    def show_about(self) -> QMessageBox:
+        models = getattr(self, "models_in_use", None) or {"mask": "loading…", "rgb": "loading…"}
+        text = (f"<h3>{APP_NAME} {__version__}</h3>"
+                "<p>Coarse hand-drawn tissue masks → realistic fine masks → H&amp;E/IHC tiles, after "
+                "<i>PriorPath: coarse-to-fine approach for controlled de-novo pathology semantic masks "
+                "generation</i> (Daniel et al.).</p>"
+                f"<p><b>Coarse→fine model:</b> {models.get('mask')}<br><b>Fine→RGB model:</b> {models.get('rgb')}"
+                f"<br><b>Device:</b> {self.device}</p>"
+                "<p>The bundled default models and their measured quality are described in "
+                "<code>resources/models/*.md</code>. Sample images: see <code>resources/sample/SOURCES.md</code>.</p>"
+                "<p>Apache-2.0. Built with PySide6 (Qt), PyTorch, scikit-learn, scikit-image, OpenCV and "
+                "matplotlib.</p>")
+        box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_NAME}", text, QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("aboutBox")
+        box.setIconPixmap(app_icon().pixmap(64, 64))
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        box.open()
+        return box
+
+    def show_shortcuts(self) -> QMessageBox:
+        text = ("<table>"
+                "<tr><td><b>Pen</b></td><td>paints; pressure sets the brush size</td></tr>"
+                "<tr><td><b>Pen's eraser end</b></td><td>erases, whatever tool is selected</td></tr>"
+                "<tr><td><b>Left / right mouse</b></td><td>paint / erase</td></tr>"
+                "<tr><td><b>B, E, F, L</b></td><td>brush, eraser, bucket fill, lasso/polygon fill</td></tr>"
+                "<tr><td><b>[ and ]</b></td><td>smaller / larger brush</td></tr>"
+                "<tr><td><b>Wheel, pinch</b></td><td>zoom around the cursor</td></tr>"
+                "<tr><td><b>Space-drag, middle button</b></td><td>pan</td></tr>"
+                "<tr><td><b>Ctrl+0</b></td><td>fit the sketch to the window</td></tr>"
+                "<tr><td><b>Ctrl+Z, Ctrl+Shift+Z</b></td><td>undo, redo (one step per stroke)</td></tr>"
+                "</table>")
+        return show_info(self, "Keyboard and pen", text)
+
+    # --- state ------------------------------------------------------------------------------------------------
+    def _settings(self) -> QSettings:
+        return QSettings(str(config_dir() / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_layout(self) -> None:
+        settings = self._settings()
+        self._default_state = self.saveState()
+        geometry, state = settings.value("geometry"), settings.value("state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 900)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_state)
+        for dock in self.docks.values():
+            dock.show()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for file in self.prefs.recent_files:
+            action = self.recent_menu.addAction(file)
+            action.triggered.connect(lambda checked=False, file=file: self._may_discard() and self.open_path(Path(file)))
+        self.recent_menu.setEnabled(bool(self.prefs.recent_files))
+
+    def _last_folder(self) -> str:
+        if self.document.path is not None:
+            return str(self.document.path.parent)
+        return str(Path(self.prefs.recent_files[0]).parent) if self.prefs.recent_files else str(Path.home())
+
+    def _update_title(self) -> None:
+        name = self.document.path.name if self.document.path else "untitled sketch"
+        self.setWindowTitle(f"{name}{' *' if self.document.dirty else ''} — {APP_NAME}")
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._may_discard():
+            event.ignore()
+            return
+        self.training.shutdown()
+        self.clusters.cancel()
+        self.generation.shutdown()
+        self.prefs.brush_radius = self.canvas.brush_radius()
+        try:
+            self.prefs.save()
+        except OSError as exc:
+            log.warning("preferences not saved: %s", exc)
+        settings = self._settings()
+        settings.setValue("geometry", self.saveGeometry())
+        settings.setValue("state", self.saveState())
+        settings.sync()
+        self.autosaver.discard()  # closed on purpose: nothing to recover next time
+        event.accept()
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """Any image as grey or RGB uint8, for the underlay."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise PriorPathError(f"{path}: no such file")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise PriorPathError(f"{path}: not an image OpenCV can read (corrupt or unsupported format)")
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return image

@@ -1,0 +1,768 @@
+"""The training and evaluation panel: pick data, train in a child process, watch it, evaluate, adopt.
+
+Training, preparing and evaluating each run ``priorpath`` in a child process (``TrainerProcess``) with the
+same ``trainer`` code as the command line, so the window never blocks and a crash in training cannot take
+it down. The panel follows ``RUN/events.jsonl`` with a timer (``trainer.runs.EventFollower``) for the
+progress bar, the loss plot and the newest sample; everything it knows about a run comes from the run folder,
+so a run started elsewhere (or before a restart) can be resumed, evaluated and adopted the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+    QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
+    QTabWidget, QVBoxLayout, QWidget,
+)
+
+from trainer.data.prepare import parse_size
+from trainer.errors import PriorPathError
+from trainer.models import REGISTRY
+from trainer.runs import (
+    EVAL_REPORT, EVENTS, EventFollower, RunInfo, available_devices, check_dataset, default_run_dir,
+    eval_commands, format_duration, latest_checkpoint, model_role, read_eval_report, read_run_info,
+    resume_args, summarize, train_args,
+)
+from trainer.train import STOP_FILE
+
+from .messages import show_error
+from .plots import ImageView, LossPlot
+from .preferences import config_dir
+from .trainer_process import TrainerProcess, error_summary
+from .workers import LatestOnly
+
+POLL_MS = 1000
+DEFAULT_SIZE = "256x512"
+SHUTDOWN_WAIT_MS = 30000  # a clean stop finishes the current step and writes a checkpoint
+NOISE_TIP = "noise models (dcgan, depas) have no coarse input, so the generation view cannot use them"
+
+
+def runs_root() -> Path:
+    return config_dir() / "runs"
+
+
+def _failure_message(proc: TrainerProcess, what: str, exit_code: int, status: str) -> str:
+    fallback = (f"the {what} process was killed (it crashed or ran out of memory)" if status == "killed"
+                else f"the {what} process exited with code {exit_code}")
+    last = "\n".join(list(proc.tail)[-12:])
+    return f"{error_summary(list(proc.tail), fallback)}\n\nLast output:\n{last}" if last else fallback
+
+
+def _error_box(parent: QWidget, title: str, proc: TrainerProcess, what: str, exit_code: int, status: str) -> None:
+    box = show_error(parent, title, _failure_message(proc, what, exit_code, status))
+    box.setDetailedText("\n".join(proc.tail))  # all of the kept output, for a bug report
+
+
+class PrepareDialog(QDialog):
+    """Sources, stain, patch size and output folder for ``priorpath prepare``, run in a child process."""
+
+    prepared = Signal(str)  # the output folder, after a successful run
+
+    def __init__(self, parent: Optional[QWidget] = None, env: Optional[Mapping[str, str]] = None):
+        super().__init__(parent)
+        self.setWindowTitle("Prepare a dataset from slides")
+        self.env = dict(env or {})
+        self.process = TrainerProcess(self)
+        self.sources = QListWidget()
+        add_files, add_folder, remove = QPushButton("Add files…"), QPushButton("Add folder…"), QPushButton("Remove")
+        add_files.clicked.connect(self._add_files)
+        add_folder.clicked.connect(self._add_folder)
+        remove.clicked.connect(lambda: [self.sources.takeItem(self.sources.row(i))
+                                        for i in self.sources.selectedItems()])
+        self.stain = QComboBox()
+        self.stain.addItems(["he", "ihc"])
+        self.stain.setToolTip("Sets the grey level that separates tissue from air (he 204, ihc 235)")
+        self.patch = QLineEdit("512x1024")
+        self.patch.setToolTip("Patch size as height x width")
+        self.out = QLineEdit()
+        choose_out = QPushButton("Choose…")
+        choose_out.clicked.connect(self._choose_out)
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.run_button = QPushButton("Prepare")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Close")
+        self.cancel_button.clicked.connect(self._cancel_or_close)
+
+        source_buttons = QHBoxLayout()
+        for b in (add_files, add_folder, remove):
+            source_buttons.addWidget(b)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out, 1)
+        out_row.addWidget(choose_out)
+        form = QFormLayout()
+        form.addRow("Stain", self.stain)
+        form.addRow("Patch size", self.patch)
+        form.addRow("Output folder", out_row)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Slides or images (files or folders):"))
+        layout.addWidget(self.sources, 1)
+        layout.addLayout(source_buttons)
+        layout.addLayout(form)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+
+        self.process.progress.connect(self._progress)
+        self.process.finished.connect(self._finished)
+
+    def set_sources(self, paths: Sequence[Path]) -> None:
+        self.sources.clear()
+        self.sources.addItems([str(p) for p in paths])
+
+    def set_output(self, path: Path) -> None:
+        self.out.setText(str(path))
+
+    def source_paths(self) -> list[str]:
+        return [self.sources.item(i).text() for i in range(self.sources.count())]
+
+    def is_running(self) -> bool:
+        return self.process.is_running()
+
+    def run(self) -> None:
+        sources, out = self.source_paths(), self.out.text().strip()
+        try:
+            patch = parse_size(self.patch.text())
+        except PriorPathError as exc:
+            show_error(self, "Patch size", str(exc))
+            return
+        if not sources:
+            show_error(self, "Prepare", "Add at least one slide, image or folder of them.")
+            return
+        if not out:
+            show_error(self, "Prepare", "Choose an output folder for the dataset.")
+            return
+        args = ["prepare", *sources, "--out", out, "--stain", self.stain.currentText(),
+                "--patch", f"{patch[0]}x{patch[1]}"]
+        self.progress.setRange(0, 0)  # busy until the first progress line names a total
+        self.status.setText("cutting patches…")
+        self._set_running(True)
+        self.process.start(args, env=self.env, progress=True)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self.status.setText(f"{done} / {total} patches")
+
+    def _finished(self, exit_code: int, status: str) -> None:
+        self._set_running(False)
+        if self.progress.maximum() == 0:  # still busy-style: no progress line came
+            self.progress.setRange(0, 1)
+        if status == "done":
+            self.progress.setValue(self.progress.maximum())
+            summary = next((line for line in reversed(self.process.tail) if "patches kept" in line), "done")
+            self.status.setText(summary)
+            self.prepared.emit(self.out.text().strip())
+            self.accept()
+        elif status == "stopped":
+            self.progress.setValue(0)
+            self.status.setText("cancelled; preparing again into the same folder continues where it stopped")
+        else:
+            self.progress.setValue(0)
+            self.status.setText("failed")
+            _error_box(self, "Preparing the dataset failed", self.process, "prepare", exit_code, status)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setText("Cancel" if running else "Close")
+
+    def _cancel_or_close(self) -> None:
+        if self.process.is_running():
+            self.process.stop()
+        else:
+            self.reject()
+
+    def _add_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Slides or images")
+        self.sources.addItems(files)
+
+    def _add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of slides or images")
+        if folder:
+            self.sources.addItem(folder)
+
+    def _choose_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output folder for the dataset")
+        if folder:
+            self.out.setText(folder)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if self.process.is_running():
+            self.process.stop()
+        super().closeEvent(event)
+
+
+class TrainingPanel(QWidget):
+    """Data, run settings, start/stop/resume, live progress, evaluation and adoption of a trained checkpoint."""
+
+    adoptRequested = Signal(str, str)  # role ("mask" or "rgb"), checkpoint path
+    statusMessage = Signal(str)
+    runStateChanged = Signal(str)  # idle | running | stopping | done | stopped | failed
+
+    def __init__(self, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.state = "idle"
+        self.extra_args: list[str] = []
+        self.child_env: dict[str, str] = {}
+        self.run_info: Optional[RunInfo] = None
+        self.follower: Optional[EventFollower] = None
+        self.dataset_check = None  # (folder, model, DatasetCheck) of the last finished check
+        self.prepare_dialog: Optional[PrepareDialog] = None
+        self._eval_queue: list[list[str]] = []
+        self._shown_sample: Optional[str] = None
+        self._shutting_down = False
+
+        self.train_process = TrainerProcess(self)
+        self.train_process.output.connect(self._log)
+        self.train_process.finished.connect(self._training_finished)
+        self.eval_process = TrainerProcess(self)
+        self.eval_process.output.connect(self._log)
+        self.eval_process.progress.connect(self._eval_progress)
+        self.eval_process.finished.connect(self._eval_step_finished)
+        self.checker = LatestOnly(self)
+        self.checker.finished.connect(self._dataset_checked)
+        self.checker.failed.connect(lambda message: self._set_hint(False, message))
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+
+        self._build()
+        self._update_buttons()
+
+    # --- layout -------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        # data
+        self.dataset_edit = QLineEdit()
+        self.dataset_edit.setPlaceholderText("a folder written by 'priorpath prepare' (coarse/, fine/, rgb/)")
+        self.dataset_edit.editingFinished.connect(self._check_dataset)
+        self.dataset_button = QPushButton("Choose…")
+        self.dataset_button.clicked.connect(self._choose_dataset)
+        self.prepare_button = QPushButton("Prepare from slides…")
+        self.prepare_button.clicked.connect(self.open_prepare_dialog)
+        self.dataset_hint = QLabel("no dataset chosen")
+        self.dataset_hint.setWordWrap(True)
+        data_row = QHBoxLayout()
+        data_row.addWidget(self.dataset_edit, 1)
+        data_row.addWidget(self.dataset_button)
+        data_box = QGroupBox("Data")
+        data_layout = QVBoxLayout(data_box)
+        data_layout.addLayout(data_row)
+        data_layout.addWidget(self.dataset_hint)
+        data_layout.addWidget(self.prepare_button, 0, Qt.AlignmentFlag.AlignLeft)
+
+        # run
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(list(REGISTRY))
+        self.model_combo.currentTextChanged.connect(lambda _: (self._check_dataset(), self._update_buttons()))
+        self.size_edit = QLineEdit(DEFAULT_SIZE)
+        self.size_edit.setPlaceholderText("the patches' own size")
+        self.size_edit.setToolTip("Working size as height x width; empty = the prepared patches' size")
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 100000)
+        self.epochs_spin.setValue(100)
+        self.max_steps_spin = QSpinBox()
+        self.max_steps_spin.setRange(0, 1_000_000_000)
+        self.max_steps_spin.setSpecialValueText("all epochs")
+        self.max_steps_spin.setToolTip("Stop after this many optimizer steps in total; Resume may change it")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        self.run_edit = QLineEdit()
+        self.run_edit.setPlaceholderText(f"new: {runs_root()}/<model>-<time>")
+        self.run_edit.setToolTip("The run folder; choose one that holds a run to resume, evaluate or adopt it")
+        self.run_edit.editingFinished.connect(lambda: self.set_run_dir(self.run_edit.text()))
+        self.run_button = QPushButton("Choose…")
+        self.run_button.clicked.connect(self._choose_run)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.run_edit, 1)
+        run_row.addWidget(self.run_button)
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current step and save a checkpoint")
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the run in the run folder with the settings it was started with")
+        self.resume_button.clicked.connect(self.resume)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.stop_button, self.resume_button):
+            buttons.addWidget(b)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m steps")
+        self.run_status = QLabel("")
+        self.run_status.setWordWrap(True)
+        run_box = QGroupBox("Run")
+        form = QFormLayout(run_box)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Size", self.size_edit)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Max steps", self.max_steps_spin)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Run folder", run_row)
+        form.addRow(buttons)
+        form.addRow(self.progress_bar)
+        form.addRow(self.run_status)
+
+        # evaluate and adopt
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.clicked.connect(self._evaluate_clicked)
+        self.adopt_button = QPushButton("Adopt in generation view")
+        self.adopt_button.clicked.connect(self.adopt)
+        self.eval_progress = QProgressBar()
+        self.eval_status = QLabel("")
+        self.eval_status.setWordWrap(True)
+        eval_box = QGroupBox("Evaluate")
+        eval_layout = QVBoxLayout(eval_box)
+        eval_buttons = QHBoxLayout()
+        eval_buttons.addWidget(self.evaluate_button)
+        eval_buttons.addWidget(self.adopt_button)
+        eval_layout.addLayout(eval_buttons)
+        eval_layout.addWidget(self.eval_progress)
+        eval_layout.addWidget(self.eval_status)
+
+        settings = QWidget()
+        settings_layout = QVBoxLayout(settings)
+        settings_layout.setContentsMargins(0, 0, 0, 0)
+        for box in (data_box, run_box, eval_box):
+            settings_layout.addWidget(box)
+        settings_layout.addStretch(1)
+
+        # results
+        self.loss_plot = LossPlot()
+        self.sample_view = ImageView("no sample yet")
+        self.metrics_table = QTableWidget()
+        self.metrics_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.tsne_view = ImageView("no t-SNE plot yet")
+        evaluation = QSplitter(Qt.Orientation.Horizontal)
+        evaluation.addWidget(self.metrics_table)
+        evaluation.addWidget(self.tsne_view)
+        evaluation.setStretchFactor(1, 1)  # the t-SNE plot takes the room the narrow table does not need
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.loss_plot, "Losses")
+        self.tabs.addTab(self.sample_view, "Samples")
+        self.tabs.addTab(evaluation, "Evaluation")
+        self.tabs.addTab(self.log_view, "Log")
+
+        scroll = QScrollArea()  # a bottom dock is often lower than the settings column
+        scroll.setWidget(settings)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setMinimumWidth(settings.sizeHint().width() + 20)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(scroll)
+        splitter.addWidget(self.tabs)
+        splitter.setStretchFactor(1, 1)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(splitter)
+
+    # --- public API -------------------------------------------------------------------------------------------
+    def set_dataset(self, path) -> None:
+        self.dataset_edit.setText(str(path))
+        self._check_dataset()
+
+    def set_run_dir(self, path) -> None:
+        """Choose the run folder; one holding a run shows its losses, samples and report and can be resumed."""
+        if self.is_running():
+            return
+        text = str(path).strip() if path else ""
+        self.run_edit.setText(text)
+        self._load_run(Path(text) if text else None)
+
+    def set_extra_args(self, args: Sequence[str]) -> None:
+        """More ``priorpath train`` flags for new runs, e.g. ``--option ngf=32`` or ``--sample-every 100``."""
+        self.extra_args = list(args)
+
+    def set_child_env(self, env: Mapping[str, str]) -> None:
+        """Environment additions for every child process (e.g. ``OMP_NUM_THREADS``)."""
+        self.child_env = dict(env)
+
+    def run_dir(self) -> Optional[Path]:
+        text = self.run_edit.text().strip()
+        return Path(text) if text else None
+
+    def is_running(self) -> bool:
+        return self.train_process.is_running()
+
+    def is_evaluating(self) -> bool:
+        return self.eval_process.is_running() or bool(self._eval_queue)
+
+    def start(self) -> None:
+        """A new run with the form's settings (in the run folder, or a new one under the runs folder)."""
+        if self.is_running() or self.is_evaluating():
+            return
+        model, data = self.model_combo.currentText(), self.dataset_edit.text().strip()
+        if not data:
+            show_error(self, "Start training", "Choose a dataset folder first (or prepare one from slides).")
+            return
+        if not Path(data).is_dir():
+            show_error(self, "Start training", f"{data}: no such folder")
+            return
+        checked = self.dataset_check
+        if checked is not None and checked[:2] == (data, model) and not checked[2].ok:
+            show_error(self, "Start training", f"{data}: {checked[2].message}")
+            return
+        try:
+            size = parse_size(self.size_edit.text()) if self.size_edit.text().strip() else None
+        except PriorPathError as exc:
+            show_error(self, "Start training", str(exc))
+            return
+        run = self.run_dir() or default_run_dir(runs_root(), model)
+        if latest_checkpoint(run) is not None:
+            show_error(self, "Start training", f"{run} already holds a training run: Resume it, or clear the run "
+                                               f"folder to start a new run.")
+            return
+        self.run_edit.setText(str(run))
+        args = train_args(model, Path(data), run, size, self.epochs_spin.value(), self.max_steps_spin.value(),
+                          self.device_combo.currentText(), self.extra_args)
+        self._launch(args, run, f"training {model} in {run}")
+
+    def resume(self) -> None:
+        """Continue the run in the run folder from its latest checkpoint (its stored config decides the maths)."""
+        run = self.run_dir()
+        if self.is_running() or self.is_evaluating() or run is None:
+            return
+        if latest_checkpoint(run) is None:
+            show_error(self, "Resume training", f"{run}: no checkpoint to resume from")
+            return
+        args = resume_args(run, self.device_combo.currentText(), self.max_steps_spin.value())
+        self._launch(args, run, f"resuming {run}")
+
+    def stop(self) -> None:
+        """Clean stop: the trainer finishes its step, saves a checkpoint and exits."""
+        if self.is_running() and self.state != "stopping":
+            self._set_state("stopping")
+            self.run_status.setText("stopping after the current step…")
+            run = self.run_dir()
+            if run is not None and run.is_dir():  # the stop file also works where SIGTERM does not (Windows)
+                try:
+                    (run / STOP_FILE).touch()
+                except OSError:
+                    pass
+            self.train_process.stop()
+
+    def evaluate(self) -> None:
+        """Generate masks from the run's dataset with its checkpoint, then ``priorpath eval`` them."""
+        info = self.run_info
+        if self.is_running() or self.is_evaluating() or info is None:
+            return
+        if model_role(info.model) != "mask":
+            show_error(self, "Evaluate", self._eval_block_reason(info) or "this run cannot be evaluated")
+            return
+        data = Path(info.data) if info.data else None
+        if data is None or not (data / "coarse").is_dir() or not (data / "fine").is_dir():
+            show_error(self, "Evaluate", f"the run's dataset {data} is missing or has no coarse/ and fine/ folders")
+            return
+        self._eval_queue = eval_commands(self.run_dir(), data, info.checkpoint, info.model,
+                                         self.device_combo.currentText())
+        self.metrics_table.clear()
+        self.metrics_table.setRowCount(0)
+        self.tsne_view.clear()
+        self.tabs.setCurrentIndex(2)
+        self._next_eval_step()
+        self._update_buttons()
+
+    def cancel_evaluation(self) -> None:
+        if self.is_evaluating():
+            self._eval_queue = []
+            self.eval_process.stop()
+
+    def adopt(self) -> None:
+        info = self.run_info
+        role = model_role(info.model) if info is not None else None
+        if info is None or role is None or self.is_running():
+            return
+        self.adoptRequested.emit(role, str(info.checkpoint))
+        self.statusMessage.emit(f"{info.model} checkpoint (step {info.step}) adopted as the {role} model")
+
+    def shutdown(self) -> None:
+        """Stop every child cleanly (a training run saves its checkpoint); kill what does not stop in time."""
+        self._shutting_down = True
+        self._eval_queue = []
+        processes = [self.train_process, self.eval_process]
+        if self.prepare_dialog is not None:
+            processes.append(self.prepare_dialog.process)
+        for proc in processes:
+            proc.stop()
+        for proc in processes:
+            if not proc.wait(SHUTDOWN_WAIT_MS):
+                proc.kill()
+                proc.wait(5000)
+        self.timer.stop()
+
+    def open_prepare_dialog(self) -> PrepareDialog:
+        """The dialog that prepares a dataset from slides; on success its folder becomes the dataset."""
+        if self.prepare_dialog is None:
+            self.prepare_dialog = PrepareDialog(self, self.child_env)
+            self.prepare_dialog.prepared.connect(self._prepared)
+        self.prepare_dialog.env = dict(self.child_env)
+        self.prepare_dialog.open()
+        return self.prepare_dialog
+
+    # --- following a run ----------------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Read new events of the run (the timer calls this every second while training runs)."""
+        if self.follower is None or not self.follower.poll():
+            return
+        events = self.follower.events
+        progress = summarize(events)
+        self.loss_plot.set_events(events)
+        self.progress_bar.setRange(0, max(1, progress.total_steps))
+        self.progress_bar.setValue(min(progress.step, max(1, progress.total_steps)))
+        if self.state in ("running", "stopping"):
+            self.run_status.setText(f"step {progress.step}/{progress.total_steps} · "
+                                    f"{format_duration(progress.seconds)} elapsed · "
+                                    f"ETA {format_duration(progress.eta_seconds)}")
+        if progress.last_sample and progress.last_sample != self._shown_sample:
+            if self.sample_view.set_image(Path(progress.last_sample)):
+                self._shown_sample = progress.last_sample
+
+    def _launch(self, args: list[str], run: Path, message: str) -> None:
+        self.follower = EventFollower(run / EVENTS)
+        self.loss_plot.clear()
+        self.sample_view.clear()
+        self._shown_sample = None
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.run_status.setText("starting…")
+        self._log(f"$ priorpath {' '.join(args)}")
+        self.train_process.start(args, env=self.child_env)
+        self._set_state("running")
+        self.timer.start()
+        self.statusMessage.emit(message)
+
+    def _training_finished(self, exit_code: int, status: str) -> None:
+        self.timer.stop()
+        self.poll()
+        run = self.run_dir()
+        progress = summarize(self.follower.events) if self.follower is not None else None
+        self._reload_run_info(run)
+        step = progress.step if progress is not None else 0
+        if status == "done":
+            self._set_state("done")
+            self.run_status.setText(f"done: {step}/{progress.total_steps if progress else step} steps")
+            self.statusMessage.emit(f"training finished at step {step}")
+        elif status == "stopped" or (self._shutting_down and status == "killed"):
+            self._set_state("stopped")
+            self.run_status.setText(f"stopped at step {step} — Resume continues")
+            self.statusMessage.emit(f"training stopped at step {step}")
+        else:
+            self._set_state("failed")
+            self.run_status.setText("failed — see the message and the Log tab")
+            if not self._shutting_down:
+                _error_box(self, "Training failed", self.train_process, "training", exit_code, status)
+
+    # --- evaluation -----------------------------------------------------------------------------------------------
+    def _evaluate_clicked(self) -> None:
+        if self.is_evaluating():
+            self.cancel_evaluation()
+        else:
+            self.evaluate()
+
+    def _next_eval_step(self) -> None:
+        args = self._eval_queue.pop(0)
+        self.eval_progress.setRange(0, 0)
+        self.eval_status.setText("generating masks with the checkpoint…" if args[0] == "generate"
+                                 else "computing the metrics…")
+        self._log(f"$ priorpath {' '.join(args)}")
+        self.eval_process.start(args, env=self.child_env, progress=True)
+
+    def _eval_progress(self, done: int, total: int) -> None:
+        self.eval_progress.setRange(0, max(1, total))
+        self.eval_progress.setValue(done)
+
+    def _eval_step_finished(self, exit_code: int, status: str) -> None:
+        self.eval_progress.setRange(0, 1)
+        self.eval_progress.setValue(1 if status == "done" else 0)
+        if status == "done" and self._eval_queue:
+            self._next_eval_step()
+            return
+        self._eval_queue = []
+        if status == "done":
+            self._show_report()
+            self.statusMessage.emit("evaluation finished")
+        elif status == "stopped" or self._shutting_down:
+            self.eval_status.setText("evaluation cancelled")
+        else:
+            self.eval_status.setText("evaluation failed")
+            if not self._shutting_down:
+                _error_box(self, "Evaluation failed", self.eval_process, "evaluation", exit_code, status)
+        self._update_buttons()
+
+    def _show_report(self) -> bool:
+        run = self.run_dir()
+        try:
+            table = read_eval_report(run / EVAL_REPORT) if run is not None else None
+        except PriorPathError as exc:
+            show_error(self, "Evaluation report", str(exc))
+            return False
+        if table is None:
+            self.metrics_table.clear()
+            self.metrics_table.setRowCount(0)
+            self.metrics_table.setColumnCount(0)
+            self.tsne_view.clear()
+            self.eval_status.setText("")
+            return False
+        self.metrics_table.clear()
+        self.metrics_table.setColumnCount(len(table.sets))
+        self.metrics_table.setRowCount(len(table.metrics))
+        self.metrics_table.setHorizontalHeaderLabels(table.sets)
+        self.metrics_table.setVerticalHeaderLabels(table.metrics)
+        for r, row in enumerate(table.values):
+            for c, value in enumerate(row):
+                item = QTableWidgetItem(value)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.metrics_table.setItem(r, c, item)
+        if table.tsne is not None:
+            self.tsne_view.set_image(table.tsne)
+        else:
+            self.tsne_view.clear()
+        self.eval_status.setText(f"report in {run / EVAL_REPORT}")
+        return True
+
+    def metric_value(self, name: str, column: int = 0) -> Optional[str]:
+        """The table's value of metric ``name`` (a row) for the ``column``-th generated set."""
+        for r in range(self.metrics_table.rowCount()):
+            header = self.metrics_table.verticalHeaderItem(r)
+            if header is not None and header.text() == name:
+                item = self.metrics_table.item(r, column)
+                return item.text() if item is not None else None
+        return None
+
+    # --- the run folder --------------------------------------------------------------------------------------------
+    def _load_run(self, run: Optional[Path]) -> None:
+        self.follower = EventFollower(run / EVENTS) if run is not None else None
+        self.loss_plot.clear()
+        self.sample_view.clear()
+        self._shown_sample = None
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.run_status.setText("")
+        self._reload_run_info(run)
+        self.poll()
+        if self.follower is not None and self.follower.events:
+            progress = summarize(self.follower.events)
+            text = {"done": f"done: {progress.step}/{progress.total_steps} steps",
+                    "stopped": f"stopped at step {progress.step} — Resume continues",
+                    "failed": f"failed at step {progress.step}: {progress.error or 'see its log'}",
+                    "running": f"step {progress.step}/{progress.total_steps}: the log has no end yet (running "
+                               f"elsewhere, or killed); Resume continues from the last checkpoint"}
+            self.run_status.setText(text.get(progress.state, ""))
+        self._show_report()
+        self._set_state("idle")
+
+    def _reload_run_info(self, run: Optional[Path]) -> None:
+        self.run_info = None
+        if run is not None:
+            try:
+                self.run_info = read_run_info(run)
+            except PriorPathError as exc:
+                self.run_status.setText(str(exc))
+                show_error(self, "Run folder", str(exc))
+        if self.run_info is not None:
+            self._show_config(self.run_info)
+        self._update_buttons()
+
+    def _show_config(self, info: RunInfo) -> None:
+        """The stored settings of a run, so the form says what Resume will use."""
+        config = info.config
+        self.model_combo.blockSignals(True)
+        self.model_combo.setCurrentText(info.model)
+        self.model_combo.blockSignals(False)
+        size = config.get("size")
+        self.size_edit.setText(f"{size[0]}x{size[1]}" if size else "")
+        self.epochs_spin.setValue(int(config.get("epochs") or 1))
+        self.max_steps_spin.setValue(int(config.get("max_steps") or 0))
+        if config.get("data"):
+            self.dataset_edit.setText(str(config["data"]))
+            self._check_dataset()
+
+    # --- state and buttons ------------------------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        changed = state != self.state
+        self.state = state
+        self._update_buttons()
+        if changed:
+            self.runStateChanged.emit(state)
+
+    def _eval_block_reason(self, info: Optional[RunInfo]) -> Optional[str]:
+        if info is None:
+            return "needs a run with a checkpoint (train one, or choose its run folder)"
+        role = model_role(info.model)
+        if role == "rgb":
+            return (f"{info.model} turns fine masks into RGB tiles; mask metrics (FID/KS of masks) do not apply "
+                    f"to it")
+        if role is None:
+            return NOISE_TIP
+        return None
+
+    def _update_buttons(self) -> None:
+        running, evaluating = self.is_running(), self.is_evaluating()
+        busy = running or evaluating
+        info = self.run_info
+        for w in (self.dataset_edit, self.dataset_button, self.model_combo, self.size_edit, self.epochs_spin,
+                  self.max_steps_spin, self.device_combo, self.run_edit, self.run_button):
+            w.setEnabled(not busy)
+        self.start_button.setEnabled(not busy)
+        self.stop_button.setEnabled(running and self.state != "stopping")
+        self.resume_button.setEnabled(not busy and info is not None)
+        eval_reason = self._eval_block_reason(info)
+        self.evaluate_button.setText("Cancel evaluation" if evaluating else "Evaluate")
+        self.evaluate_button.setEnabled(evaluating or (not running and eval_reason is None))
+        self.evaluate_button.setToolTip(eval_reason or "Generate masks from the run's coarse masks and compare "
+                                                       "them with its real fine masks (FID, KS, t-SNE)")
+        role = model_role(info.model) if info is not None else None
+        self.adopt_button.setEnabled(not running and info is not None and role is not None)
+        if info is None:
+            self.adopt_button.setToolTip("needs a run with a checkpoint")
+        elif role is None:
+            self.adopt_button.setToolTip(NOISE_TIP)
+        else:
+            self.adopt_button.setToolTip(f"Use this checkpoint as the {role} model of the generation view")
+
+    # --- data ---------------------------------------------------------------------------------------------------------
+    def _check_dataset(self) -> None:
+        folder, model = self.dataset_edit.text().strip(), self.model_combo.currentText()
+        if not folder:
+            self._set_hint(False, "no dataset chosen")
+            return
+        self.dataset_hint.setText("checking…")
+        self.checker.submit(lambda progress, cancel: (folder, model, check_dataset(Path(folder), model)),
+                            name="dataset check")
+
+    def _dataset_checked(self, result) -> None:
+        folder, model, check = result
+        self.dataset_check = result
+        if (folder, model) == (self.dataset_edit.text().strip(), self.model_combo.currentText()):
+            self._set_hint(check.ok, check.message)
+
+    def _set_hint(self, ok: bool, message: str) -> None:
+        self.dataset_hint.setText(("✓ " if ok else "✗ ") + message)
+        self.dataset_hint.setStyleSheet("" if ok else "color: #b00020;")
+
+    def _prepared(self, folder: str) -> None:
+        self.set_dataset(folder)
+        self.statusMessage.emit(f"dataset prepared in {folder}")
+
+    def _choose_dataset(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Prepared dataset folder", self.dataset_edit.text())
+        if folder:
+            self.set_dataset(folder)
+
+    def _choose_run(self) -> None:
+        start = self.run_edit.text() or str(runs_root())
+        folder = QFileDialog.getExistingDirectory(self, "Run folder", start)
+        if folder:
+            self.set_run_dir(folder)
+
+    def _log(self, line: str) -> None:
+        self.log_view.appendPlainText(line)
