@@ -1,0 +1,155 @@
+"""The main window as a user meets it: defaults, a pen sketch to fine mask and RGB, recovery, files, models."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF
+from PySide6.QtWidgets import QMessageBox
+
+from priorpath_desktop.main_window import MainWindow
+from priorpath_desktop.messages import open_messages
+from priorpath_desktop.preferences import Preferences
+
+from .test_canvas import pen_stroke
+
+WAIT = 60000  # ms; generous for a busy 2-core machine, never reached when things work
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_window(qtbot, mask_model=None, rgb_model=None, dataset=None, size=(128, 256)) -> MainWindow:
+    prefs = Preferences.load()  # keeps what an earlier window in the test saved
+    prefs.canvas_size = size
+    prefs.preview_delay_ms = 0
+    prefs.save()
+    window = MainWindow(mask_model=mask_model, rgb_model=rgb_model, device="cpu", dataset=dataset)
+    window.ask_before_discarding = False
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    with qtbot.waitSignal(window.generation.engineReady, timeout=WAIT):
+        window.start()
+    return window
+
+
+@pytest.fixture
+def window(qtbot, engine_models, sample_patches):
+    """A window on the small test models (fast) and a prepared real dataset."""
+    w = make_window(qtbot, str(engine_models["analogy"]), str(engine_models["pix2pixhd"]), str(sample_patches))
+    qtbot.waitUntil(lambda: w.clusters.result() is not None, timeout=WAIT)
+    yield w
+    w.close()
+
+
+def pen_sketch(window: MainWindow) -> None:
+    """A pen stroke across the middle of the sketch, in widget coordinates of the canvas."""
+    canvas = window.canvas
+    h, w = window.document.shape
+    points = [canvas.widget_pos(x, h / 2) for x in np.linspace(w * 0.2, w * 0.8, 12)]
+    assert pen_stroke(canvas, [QPointF(p) for p in points], 0.9)
+
+
+def test_opens_on_the_bundled_defaults_and_a_pen_sketch_becomes_a_fine_mask_and_an_rgb_tile(qtbot):
+    window = make_window(qtbot)  # no models, no dataset named: the shipped defaults and the bundled sample
+    described = window.models_in_use
+    assert "analogy" in described["mask"] and "mask_default" in described["mask"]
+    assert "pix2pixhd" in described["rgb"] and "rgb_default" in described["rgb"]
+    with qtbot.waitSignal(window.generation.previewShown, timeout=WAIT):
+        pen_sketch(window)
+    results = window.generation.current_results()
+    assert results["coarse"].shape == results["fine"].shape == (128, 256)
+    assert set(np.unique(results["fine"])) <= {0, 255} and results["fine"].any()
+    assert results["rgb"].shape == (128, 256, 3)
+    tissue = results["coarse"] > 0
+    assert results["rgb"][tissue].mean() < results["rgb"][~tissue].mean()  # stained tissue is darker than glass
+    qtbot.waitUntil(lambda: window.clusters.result() is not None, timeout=WAIT)
+    assert sum(window.clusters.result().counts) >= 20  # real masks of the bundled sample
+    about = window.show_about()
+    assert "analogy" in about.text() and "pix2pixhd" in about.text()
+    about.close()
+    window.close()
+
+
+def test_a_crash_leaves_an_autosave_that_the_next_start_recovers(qtbot, window, engine_models, sample_patches):
+    with qtbot.waitSignal(window.generation.previewShown, timeout=WAIT):
+        pen_sketch(window)
+    drawn = np.array(window.document.mask)
+    qtbot.waitUntil(window.canvas.autosave_idle, timeout=WAIT)
+    window.hide()  # a crash: no closeEvent, so the autosave stays
+
+    again = make_window(qtbot, str(engine_models["analogy"]), "none", str(sample_patches))
+    question = [b for b in open_messages() + again.findChildren(QMessageBox) if b.objectName() == "recoveryQuestion"]
+    assert question, "no recovery offered"
+    question[0].button(QMessageBox.StandardButton.Yes).click()
+    qtbot.waitUntil(lambda: np.array_equal(again.document.mask, drawn), timeout=WAIT)
+    assert again.document.dirty  # recovered, not yet saved
+    again.close()
+
+
+def test_a_clean_close_leaves_nothing_to_recover(qtbot, window, engine_models):
+    pen_sketch(window)
+    window.close()
+    again = make_window(qtbot, str(engine_models["analogy"]), "none")
+    assert not [b for b in again.findChildren(QMessageBox) if b.objectName() == "recoveryQuestion"]
+    assert not again.document.mask.any()
+    again.close()
+
+
+def test_a_cluster_member_starts_a_new_sketch_and_undo_brings_the_old_one_back(qtbot, window):
+    pen_sketch(window)
+    before = np.array(window.document.mask)
+    coarse = np.zeros((64, 96), np.uint8)
+    coarse[10:50, 20:80] = 255
+    with qtbot.waitSignal(window.generation.previewShown, timeout=WAIT):
+        window.clusters.sketchRequested.emit(coarse)
+    assert np.array_equal(window.document.mask, coarse)
+    assert np.array_equal(window.generation.current_results()["coarse"], coarse)
+    window.undo_action.trigger()
+    assert np.array_equal(window.document.mask, before)
+
+
+def test_adopting_a_trained_checkpoint_switches_the_generation_model(qtbot, window, engine_models):
+    with qtbot.waitSignal(window.generation.modelsChanged, timeout=WAIT) as blocker:
+        window.training.adoptRequested.emit("mask", str(engine_models["pix2pix"]))
+    assert blocker.args[0]["mask"].startswith("pix2pix")
+    assert Preferences.load().mask_model is None  # not saved until the window closes
+    window.close()
+    assert Preferences.load().mask_model == str(engine_models["pix2pix"])
+
+
+def test_save_open_round_trip_and_a_corrupt_file_gives_a_dialog(qtbot, window, tmp_path):
+    pen_sketch(window)
+    assert window.windowTitle().startswith("untitled sketch *")
+    assert window._save_to(tmp_path / "mine.png")
+    assert window.windowTitle().startswith("mine.png —")
+    saved = np.array(window.document.mask)
+    window.canvas.clear()
+    with qtbot.waitSignal(window.generation.previewShown, timeout=WAIT, raising=False):
+        window.open_path(tmp_path / "mine.png")
+    qtbot.waitUntil(lambda: np.array_equal(window.document.mask, saved), timeout=WAIT)
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    window.open_path(tmp_path / "broken.png")
+    qtbot.waitUntil(lambda: bool(open_messages()), timeout=WAIT)
+    assert "broken.png" in open_messages()[0].text()
+    assert np.array_equal(window.document.mask, saved)  # the sketch is untouched
+
+
+def test_brush_size_and_layout_persist_between_sessions(qtbot, window, engine_models):
+    window.canvas.set_brush_radius(31)
+    window.docks["clusters"].hide()
+    window.close()
+    assert Preferences.load().brush_radius == 31
+    again = make_window(qtbot, str(engine_models["analogy"]), "none")
+    assert again.canvas.brush_radius() == 31
+    assert not again.docks["clusters"].isVisible()
+    again.close()
+
+
+def test_run_trainer_runs_the_command_line_for_frozen_builds():
+    out = subprocess.run([sys.executable, "-m", "priorpath_desktop.app", "--run-trainer", "--version"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("priorpath ")
