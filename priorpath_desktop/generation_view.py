@@ -34,7 +34,7 @@ from .workers import Job, LatestOnly, describe_error
 
 MAX_SEED = 2 ** 31 - 1
 MAX_VARIATIONS = 16
-THUMB_WIDTH = 140
+THUMB_WIDTH = 104
 OUTPUT_KINDS = ("coarse", "fine", "rgb")
 EMPTY_HINT = "draw some tissue to see a preview"
 FULL_HINT = "the sketch is all tissue: erase some air to see a preview"
@@ -275,20 +275,23 @@ class GenerationView(QWidget):
 
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListView.ViewMode.IconMode)
-        self.gallery.setFlow(QListView.Flow.LeftToRight)
+        self.gallery.setFlow(QListView.Flow.TopToBottom)
         self.gallery.setWrapping(False)
         self.gallery.setMovement(QListView.Movement.Static)
         self.gallery.setIconSize(QSize(THUMB_WIDTH, THUMB_WIDTH))
-        self.gallery.setFixedHeight(THUMB_WIDTH + 48)
+        # a column beside the panes, so the panes keep the dock's height; hidden until variations are asked for
+        self.gallery.setFixedWidth(THUMB_WIDTH + 36)
+        self.gallery.setVisible(False)
         self.gallery.itemClicked.connect(lambda item: self.choose_variation(item.data(Qt.ItemDataRole.UserRole)))
 
         layout = QGridLayout(self)
-        layout.addWidget(self.models_label, 0, 0)
+        layout.addWidget(self.models_label, 0, 0, 1, 2)
         layout.addLayout(panes_row, 1, 0)
+        layout.addWidget(self.gallery, 1, 1)
         layout.setRowStretch(1, 1)
-        layout.addLayout(controls, 2, 0)
-        layout.addWidget(self.gallery, 3, 0)
-        layout.addLayout(status_row, 4, 0)
+        layout.setColumnStretch(0, 1)
+        layout.addLayout(controls, 2, 0, 1, 2)
+        layout.addLayout(status_row, 3, 0, 1, 2)
 
     # --- models -------------------------------------------------------------------------------------------------
     def engine(self) -> Optional[Engine]:
@@ -499,6 +502,7 @@ class GenerationView(QWidget):
         if self._variations_job is not None:
             self._variations_job.cancel()
         self._clear_gallery()
+        self.gallery.setVisible(True)
         self._gallery_mask = mask
         self._variations_id += 1
         vid, first, relay = self._variations_id, self.seed(), self._relay

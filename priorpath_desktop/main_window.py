@@ -440,8 +440,10 @@ class MainWindow(QMainWindow):
         geometry, state = settings.value("geometry"), settings.value("state")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        else:
+        else:  # first start: the canvas gets most of the room, the previews a third of the height
             self.resize(1400, 900)
+            self.resizeDocks([self.docks["tools"], self.docks["clusters"]], [190, 430], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.docks["generation"]], [330], Qt.Orientation.Vertical)
         if isinstance(state, QByteArray):
             self.restoreState(state)
 

@@ -1,0 +1,116 @@
+"""Screenshots of the desktop app in use, for the README and docs/.
+
+    xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots.py [--out docs] [--skip-training]
+
+Runs the real application on a real (virtual) X screen as a fresh user: the bundled sample and default models,
+a bundled sketch opened and extended with pen strokes, a cluster member's H&E patch as underlay, variations,
+a short training run with its evaluation, and a batch export. Writes screenshot_*.png into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def wait(app, condition, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def settle(app, seconds: float = 0.5) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="priorpath-shots-"))
+    os.environ["PRIORPATH_DESKTOP_HOME"] = str(home)  # a fresh user: nothing remembered
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+    import numpy as np
+    from PySide6.QtCore import QPointF
+    from PySide6.QtWidgets import QApplication
+
+    from priorpath_desktop.main_window import MainWindow, app_icon
+    from tests.desktop.test_canvas import pen_stroke
+
+    app = QApplication([sys.argv[0]])
+    app.setWindowIcon(app_icon())
+    window = MainWindow()
+    window.ask_before_discarding = False
+    window.resize(1560, 1000)
+    window.move(20, 20)
+    window.show()
+    window.start(open_path=REPO / "resources" / "sample" / "sketches" / "sketch_04.png")
+    wait(app, lambda: getattr(window, "models_in_use", None) and window.clusters.result() is not None, 180,
+         "models and clusters")
+    wait(app, lambda: window.generation.shown_seed() is not None, 120, "the first preview")
+
+    # a cluster member as underlay, then pen strokes over it
+    clusters = window.clusters
+    clusters.open_cluster(0)
+    wait(app, lambda: clusters.members_list.count() > 0, 60, "cluster members")
+    clusters.members_list.setCurrentRow(2)
+    wait(app, clusters.member_loaded, 60, "a member's images")
+    clusters.use_rgb_as_underlay()
+    window.canvas.set_underlay_opacity(0.45)
+    h, w = window.document.shape
+    # pen strokes in the air above the tissue: light pressure draws thin, firm pressure thick
+    for y, pressure in ((0.10, 0.3), (0.2, 1.0)):
+        points = [window.canvas.widget_pos(x, h * y + 12 * np.sin(x / 40)) for x in np.linspace(w * 0.08, w * 0.45, 40)]
+        pen_stroke(window.canvas, points, pressure)
+    shown = window.generation.shown_seed
+    wait(app, lambda: window.generation.is_idle() and shown() is not None, 120, "the preview of the strokes")
+    window.generation.start_variations(4)
+    wait(app, lambda: len(window.generation.variations()) == 4 and window.generation.is_idle(), 180, "variations")
+    settle(app)
+    window.grab().save(str(args.out / "screenshot_main.png"))
+    print("wrote screenshot_main.png")
+
+    if not args.skip_training:
+        panel = window.training
+        window.docks["training"].raise_()
+        panel.set_dataset(str(home / "cache" / "sample_he"))
+        panel.model_combo.setCurrentText("analogy")
+        panel.size_edit.setText("256x512")
+        panel.epochs_spin.setValue(1)
+        panel.start()
+        wait(app, lambda: panel.state in ("done", "failed"), 300, "the training run")
+        panel.evaluate()
+        wait(app, lambda: not panel.is_evaluating(), 600, "the evaluation")
+        settle(app)
+        window.grab().save(str(args.out / "screenshot_training.png"))
+        print("wrote screenshot_training.png")
+
+    dialog = window.export_dialog()
+    dialog.apply_settings({"sources": [str(REPO / "resources" / "sample" / "sketches")], "include_current": True,
+                           "count": 8, "augment": True, "seed": 0, "out": str(home / "export")})
+    dialog.start()
+    wait(app, lambda: not dialog.is_running(), 300, "the export")
+    settle(app)
+    dialog.grab().save(str(args.out / "screenshot_export.png"))
+    print("wrote screenshot_export.png")
+    dialog.close()
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
