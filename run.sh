@@ -3,6 +3,7 @@
 #   ./run.sh demo    set up .venv if needed, prepare the bundled sample into out/sample, then generate
 #                    fine masks and RGB tiles from the bundled sketches and export a small synthetic
 #                    dataset with the default models (out/sample/generated, out/sample/synthetic)
+#   ./run.sh app     set up .venv if needed, then open the desktop app (needs a display)
 #   ./run.sh test    set up .venv if needed, then run the test suite (extra args go to pytest)
 #   ./run.sh setup   only set up .venv
 # Torch: the CPU build is installed where no NVIDIA GPU is found (set PRIORPATH_TORCH_INDEX to a
@@ -58,11 +59,14 @@ case "$cmd" in
         echo "demo: prepared patches in out/sample/he and out/sample/ihc; fine masks and RGB tiles of the bundled"
         echo "      sketches in out/sample/generated; a synthetic dataset (coarse, fine, rgb, manifest.csv) in"
         echo "      out/sample/synthetic" ;;
+    app)
+        setup
+        exec "$VENV/bin/priorpath-desktop" "$@" ;;
     test)
         setup
         export QT_QPA_PLATFORM=offscreen
         exec "$VENV/bin/python" -m pytest "$@" ;;
     *)
-        echo "usage: ./run.sh demo|test|setup [args]" >&2
+        echo "usage: ./run.sh demo|app|test|setup [args]" >&2
         exit 2 ;;
 esac

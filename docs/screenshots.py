@@ -45,7 +45,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
     import numpy as np
-    from PySide6.QtCore import QPointF
+    from PySide6.QtCore import QPointF, Qt
     from PySide6.QtWidgets import QApplication
 
     from priorpath_desktop.main_window import MainWindow, app_icon
@@ -95,6 +95,7 @@ def main() -> int:
         wait(app, lambda: panel.state in ("done", "failed"), 300, "the training run")
         panel.evaluate()
         wait(app, lambda: not panel.is_evaluating(), 600, "the evaluation")
+        window.resizeDocks([window.docks["training"]], [640], Qt.Orientation.Vertical)
         settle(app)
         window.grab().save(str(args.out / "screenshot_training.png"))
         print("wrote screenshot_training.png")
