@@ -39,6 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("pyvips").setLevel(logging.WARNING)  # one INFO line per libvips thread otherwise
 
     from PySide6.QtWidgets import QApplication
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MASK_FILTER = "Masks (*.png *.tif *.tiff *.jpg *.jpeg *.bmp);;Labelme JSON (*.json);;All files (*)"
 MODEL_FILTER = "PriorPath checkpoints (*.safetensors);;All files (*)"
+LARGE_SKETCH_PIXELS = 2048 * 4096  # beyond this, previews take many seconds on a CPU
 
 
 def app_icon() -> QIcon:
@@ -86,6 +87,11 @@ class MainWindow(QMainWindow):
         self._status_models = QLabel("loading models…")
         for label in (self._status_cursor, self._status_zoom, self._status_models):
             self.statusBar().addPermanentWidget(label)
+
+        self._prefs_timer = QTimer(self)  # preferences are written shortly after a change, so a crash keeps them
+        self._prefs_timer.setSingleShot(True)
+        self._prefs_timer.setInterval(500)
+        self._prefs_timer.timeout.connect(self._save_prefs)
 
         self._build_menus()
         self._connect()
@@ -149,7 +155,7 @@ class MainWindow(QMainWindow):
         self._action(models, "Fine→RGB model…", lambda: self.choose_model("rgb"))
         self.no_rgb_action = self._action(models, "No RGB stage (masks only)", self._toggle_rgb)
         self.no_rgb_action.setCheckable(True)
-        self.no_rgb_action.setChecked(str(self.rgb_model).lower() == "none")
+        self.no_rgb_action.setChecked(self.rgb_model is not None and str(self.rgb_model).lower() == "none")
         self._action(models, "Use the bundled default models", self.use_default_models)
         device_menu = models.addMenu("&Device")
         group = QActionGroup(self)
@@ -166,6 +172,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.canvas.documentEdited.connect(self._on_edited)
+        self.canvas.brushRadiusChanged.connect(self._brush_changed)
         self.canvas.cursorMoved.connect(lambda x, y: self._status_cursor.setText(f"x {x}  y {y}"))
         self.canvas.zoomChanged.connect(lambda z: self._status_zoom.setText(f"{z * 100:.0f} %"))
         self.clusters.underlayRequested.connect(self.canvas.set_underlay)
@@ -180,6 +187,17 @@ class MainWindow(QMainWindow):
 
     def _dataset_chosen(self, folder) -> None:
         self.dataset = self.prefs.dataset = str(folder) if folder else None
+        self._prefs_timer.start()
+
+    def _brush_changed(self, radius: int) -> None:
+        self.prefs.brush_radius = int(radius)
+        self._prefs_timer.start()
+
+    def _save_prefs(self) -> None:
+        try:
+            self.prefs.save()
+        except OSError as exc:  # a full or read-only disk must not interrupt the drawing
+            log.warning("preferences not saved: %s", exc)
 
     # --- start-up ---------------------------------------------------------------------------------------------
     def start(self, open_path: Optional[Path] = None) -> None:
@@ -198,7 +216,7 @@ class MainWindow(QMainWindow):
         info = self.autosaver.recoverable()
         box = QMessageBox(QMessageBox.Icon.Question, "Recover sketch",
                           f"PriorPath Desktop did not close cleanly last time. Recover the unsaved sketch "
-                          f"({info})?", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+                          f"({info.describe()})?", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setObjectName("recoveryQuestion")
 
         def answered(button: int) -> None:
@@ -253,13 +271,28 @@ class MainWindow(QMainWindow):
             box.setSuffix(" px")
         form.addRow("Height", height)
         form.addRow("Width", width)
+        note = QLabel()
+        note.setWordWrap(True)
+
+        def describe_size() -> None:
+            pixels = height.value() * width.value()
+            note.setText("" if pixels <= LARGE_SKETCH_PIXELS else
+                         f"A large sketch: the models run on it tile by tile, so each preview takes about "
+                         f"{pixels / (512 * 1024):.0f}x as long as at 512x1024 (where the RGB takes about 2 s "
+                         f"on a CPU). Turn Auto preview off and use Generate while you draw.")
+
+        height.valueChanged.connect(describe_size)
+        width.valueChanged.connect(describe_size)
+        form.addRow(note)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(dialog.accept)
         buttons.rejected.connect(dialog.reject)
         form.addRow(buttons)
 
         def accepted() -> None:
-            self.prefs.canvas_size = (height.value(), width.value())
+            if height.value() * width.value() <= LARGE_SKETCH_PIXELS:  # a one-off huge canvas is not the new default
+                self.prefs.canvas_size = (height.value(), width.value())
+                self._prefs_timer.start()
             self._set_document(MaskDocument(height.value(), width.value(), undo_depth=self.prefs.undo_depth))
 
         dialog.accepted.connect(accepted)
@@ -364,20 +397,24 @@ class MainWindow(QMainWindow):
             self.no_rgb_action.setChecked(False)
         self.generation.set_models(self.mask_model, self.rgb_model, self.device)
         self.docks["generation"].raise_()
+        self._prefs_timer.start()
 
     def use_default_models(self) -> None:
         self.mask_model = self.rgb_model = self.prefs.mask_model = self.prefs.rgb_model = None
         self.no_rgb_action.setChecked(False)
         self.generation.set_models(None, None, self.device)
+        self._prefs_timer.start()
 
     def _toggle_rgb(self, checked: bool) -> None:
         self.rgb_model = "none" if checked else self.prefs.rgb_model if self.prefs.rgb_model != "none" else None
         self.prefs.rgb_model = self.rgb_model
         self.generation.set_models(self.mask_model, self.rgb_model, self.device)
+        self._prefs_timer.start()
 
     def set_device(self, device: str) -> None:
         self.device = self.prefs.device = device
         self.generation.set_models(self.mask_model, self.rgb_model, device)
+        self._prefs_timer.start()
 
     def _on_models_changed(self, described: dict) -> None:
         self.models_in_use = dict(described)
@@ -404,7 +441,7 @@ class MainWindow(QMainWindow):
                 "<i>PriorPath: coarse-to-fine approach for controlled de-novo pathology semantic masks "
                 "generation</i> (Daniel et al.).</p>"
                 f"<p><b>Coarse→fine model:</b> {models.get('mask')}<br><b>Fine→RGB model:</b> {models.get('rgb')}"
-                f"<br><b>Device:</b> {self.device}</p>"
+                f"<br><b>Device:</b> {self._device_in_use()}</p>"
                 "<p>The bundled default models and their measured quality are described in "
                 "<code>resources/models/*.md</code>. Sample images: see <code>resources/sample/SOURCES.md</code>.</p>"
                 "<p>Apache-2.0. Built with PySide6 (Qt), PyTorch, scikit-learn, scikit-image, OpenCV and "
@@ -416,17 +453,26 @@ class MainWindow(QMainWindow):
         box.open()
         return box
 
+    def _device_in_use(self) -> str:
+        engine = self.generation.engine()
+        return str(engine.device) if engine is not None else self.device
+
     def show_shortcuts(self) -> QMessageBox:
         text = ("<table>"
                 "<tr><td><b>Pen</b></td><td>paints; pressure sets the brush size</td></tr>"
                 "<tr><td><b>Pen's eraser end</b></td><td>erases, whatever tool is selected</td></tr>"
-                "<tr><td><b>Left / right mouse</b></td><td>paint / erase</td></tr>"
+                "<tr><td><b>Left / right mouse</b></td><td>use the tool / erase (right-click fill and lasso "
+                "fill with air)</td></tr>"
                 "<tr><td><b>B, E, F, L</b></td><td>brush, eraser, bucket fill, lasso/polygon fill</td></tr>"
                 "<tr><td><b>[ and ]</b></td><td>smaller / larger brush</td></tr>"
                 "<tr><td><b>Wheel, pinch</b></td><td>zoom around the cursor</td></tr>"
                 "<tr><td><b>Space-drag, middle button</b></td><td>pan</td></tr>"
                 "<tr><td><b>Ctrl+0</b></td><td>fit the sketch to the window</td></tr>"
                 "<tr><td><b>Ctrl+Z, Ctrl+Shift+Z</b></td><td>undo, redo (one step per stroke)</td></tr>"
+                "<tr><td><b>Ctrl+I, Ctrl+Shift+Backspace</b></td><td>invert, clear</td></tr>"
+                "<tr><td><b>Ctrl+E</b></td><td>export a synthetic dataset</td></tr>"
+                "<tr><td><b>Lasso</b></td><td>drag for freehand; or click corners, then double-click or Enter; "
+                "Esc cancels</td></tr>"
                 "</table>")
         return show_info(self, "Keyboard and pen", text)
 
@@ -453,6 +499,7 @@ class MainWindow(QMainWindow):
             dock.show()
 
     def _fill_recent(self) -> None:
+        self._prefs_timer.start()
         self.recent_menu.clear()
         for file in self.prefs.recent_files:
             action = self.recent_menu.addAction(file)
@@ -476,10 +523,8 @@ class MainWindow(QMainWindow):
         self.clusters.cancel()
         self.generation.shutdown()
         self.prefs.brush_radius = self.canvas.brush_radius()
-        try:
-            self.prefs.save()
-        except OSError as exc:
-            log.warning("preferences not saved: %s", exc)
+        self._prefs_timer.stop()
+        self._save_prefs()
         settings = self._settings()
         settings.setValue("geometry", self.saveGeometry())
         settings.setValue("state", self.saveState())

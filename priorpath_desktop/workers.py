@@ -65,6 +65,9 @@ class Job(QObject):
             result = self.fn(self._emit_progress, self.token)
         except Cancelled:
             self._end(self.cancelled.emit)
+        except PriorPathError as exc:  # the user's input: the message says it all, no traceback
+            log.warning("%s: %s", self.name, exc)
+            self._end(lambda: self.failed.emit(describe_error(exc)))
         except BaseException as exc:  # a job must never take the application down
             log.error("%s failed:\n%s", self.name, traceback.format_exc())
             self._end(lambda: self.failed.emit(describe_error(exc)))

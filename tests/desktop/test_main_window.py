@@ -83,6 +83,7 @@ def test_a_crash_leaves_an_autosave_that_the_next_start_recovers(qtbot, window, 
     again = make_window(qtbot, str(engine_models["analogy"]), "none", str(sample_patches))
     question = [b for b in open_messages() + again.findChildren(QMessageBox) if b.objectName() == "recoveryQuestion"]
     assert question, "no recovery offered"
+    assert "autosaved" in question[0].text() and "AutosaveInfo" not in question[0].text()
     question[0].button(QMessageBox.StandardButton.Yes).click()
     qtbot.waitUntil(lambda: np.array_equal(again.document.mask, drawn), timeout=WAIT)
     assert again.document.dirty  # recovered, not yet saved
@@ -115,9 +116,9 @@ def test_adopting_a_trained_checkpoint_switches_the_generation_model(qtbot, wind
     with qtbot.waitSignal(window.generation.modelsChanged, timeout=WAIT) as blocker:
         window.training.adoptRequested.emit("mask", str(engine_models["pix2pix"]))
     assert blocker.args[0]["mask"].startswith("pix2pix")
-    assert Preferences.load().mask_model is None  # not saved until the window closes
-    window.close()
-    assert Preferences.load().mask_model == str(engine_models["pix2pix"])
+    # saved at once, not only on a clean close: a crash keeps the choice
+    qtbot.waitUntil(lambda: Preferences.load().mask_model == str(engine_models["pix2pix"]), timeout=WAIT)
+    assert not window.no_rgb_action.isChecked()
 
 
 def test_save_open_round_trip_and_a_corrupt_file_gives_a_dialog(qtbot, window, tmp_path):
@@ -136,6 +137,13 @@ def test_save_open_round_trip_and_a_corrupt_file_gives_a_dialog(qtbot, window, t
     qtbot.waitUntil(lambda: bool(open_messages()), timeout=WAIT)
     assert "broken.png" in open_messages()[0].text()
     assert np.array_equal(window.document.mask, saved)  # the sketch is untouched
+
+
+def test_the_rgb_stage_menu_reflects_the_models_in_use(qtbot, window, engine_models):
+    assert not window.no_rgb_action.isChecked()
+    with qtbot.waitSignal(window.generation.modelsChanged, timeout=WAIT) as blocker:
+        window.no_rgb_action.trigger()  # one click turns the RGB stage off
+    assert blocker.args[0]["rgb"] == "none"
 
 
 def test_brush_size_and_layout_persist_between_sessions(qtbot, window, engine_models):
