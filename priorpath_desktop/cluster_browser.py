@@ -17,7 +17,7 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QListView,
-                               QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox,
+                               QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSizePolicy, QSpinBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from trainer.clusters import (ClusterResult, bundled_sample_dataset, cluster_dataset, member_thumbnail, mosaic,
@@ -25,6 +25,7 @@ from trainer.clusters import (ClusterResult, bundled_sample_dataset, cluster_dat
 from trainer.data.masks import coarse_mask
 from trainer.jobs import CancelToken, ProgressFn, check
 
+from .image_view import ImageView
 from .messages import show_error
 from .preferences import config_dir
 from .workers import Job, LatestOnly
@@ -38,6 +39,20 @@ PREVIEW = (110, 220)
 PAGE_SIZE = 24
 MAX_K = 30
 AUTO = 1  # the k spin box's "auto" value (k itself starts at 2)
+MEMBERS_STRETCH, PREVIEWS_STRETCH = 3, 1  # the member list gets most of the page's height
+PREVIEW_MIN = (40, 48)  # (h, w): small, so the dock's width never depends on what is shown
+ALL_TISSUE = "this coarse mask is all tissue: erase some air to see a fine mask"
+NO_TISSUE = "this coarse mask has no tissue: draw some to see a fine mask"
+SKETCH_TIP = "Replace the canvas with this coarse mask (undoable)"
+
+
+def sketch_start_problem(coarse: np.ndarray) -> Optional[str]:
+    """Why a coarse mask makes a poor starting sketch (all tissue or no tissue: no preview to see), or None."""
+    if not coarse.any():
+        return NO_TISSUE
+    if coarse.all():
+        return ALL_TISSUE
+    return None
 
 
 def to_pixmap(image: np.ndarray) -> QPixmap:
@@ -142,6 +157,7 @@ class ClusterBrowser(QWidget):
     def _build(self) -> None:
         self.dataset_label = QLabel()
         self.dataset_label.setWordWrap(True)
+        self.dataset_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.choose_button = QPushButton("Choose…")
         self.choose_button.setToolTip("Choose a folder written by 'priorpath prepare'")
         self.choose_button.clicked.connect(self.choose_dataset)
@@ -189,17 +205,25 @@ class ClusterBrowser(QWidget):
         self.next_button.clicked.connect(lambda: self.show_page(self._page + 1))
         self.page_label = QLabel()
         self.page_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview_labels = {kind: QLabel() for kind in ("fine", "coarse", "rgb")}
-        for label in self.preview_labels.values():
-            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            label.setMinimumSize(QSize(PREVIEW[1] // 2, PREVIEW[0] // 2))
+        # room for any page count, so the text never changes the dock's width
+        self.page_label.setMinimumWidth(self.page_label.fontMetrics().horizontalAdvance("page 999 of 999"))
+        self.page_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # the whole image, scaled to fit with its aspect kept; the Ignored policy keeps the images' sizes out of
+        # the dock's size hints, so opening a cluster never widens the dock
+        self.preview_views = {kind: ImageView() for kind in ("fine", "coarse", "rgb")}
+        for view in self.preview_views.values():
+            view.setMinimumSize(QSize(PREVIEW_MIN[1], PREVIEW_MIN[0]))
+            view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.stem_label = QLabel()
         self.stem_label.setWordWrap(True)
+        self.stem_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.cluster_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.use_mask_button = QPushButton("Use mask as underlay")
         self.use_mask_button.clicked.connect(self.use_mask_as_underlay)
         self.use_rgb_button = QPushButton("Use RGB as underlay")
         self.use_rgb_button.clicked.connect(self.use_rgb_as_underlay)
         self.sketch_button = QPushButton("Start sketch from its coarse mask")
+        self.sketch_button.setToolTip(SKETCH_TIP)
         self.sketch_button.clicked.connect(self.start_sketch)
 
         head = QHBoxLayout()
@@ -212,17 +236,22 @@ class ClusterBrowser(QWidget):
         previews = QGridLayout()
         for col, (kind, caption) in enumerate((("fine", "Fine"), ("coarse", "Coarse"), ("rgb", "RGB"))):
             previews.addWidget(QLabel(caption, alignment=Qt.AlignmentFlag.AlignCenter), 0, col)
-            previews.addWidget(self.preview_labels[kind], 1, col)
+            previews.addWidget(self.preview_views[kind], 1, col)
+            previews.setColumnStretch(col, 1)
+        previews.setRowStretch(1, 1)
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(head)
-        lay.addWidget(self.members_list, 1)
+        lay.addWidget(self.members_list, MEMBERS_STRETCH)
         lay.addLayout(paging)
         lay.addWidget(self.stem_label)
-        lay.addLayout(previews)
-        for button in (self.use_mask_button, self.use_rgb_button, self.sketch_button):
-            lay.addWidget(button)
+        lay.addLayout(previews, PREVIEWS_STRETCH)
+        underlays = QHBoxLayout()  # side by side: the height goes to the member list
+        underlays.addWidget(self.use_mask_button)
+        underlays.addWidget(self.use_rgb_button)
+        lay.addLayout(underlays)
+        lay.addWidget(self.sketch_button)
 
         self.stack = QStackedWidget()
         self.stack.addWidget(overview)
@@ -242,6 +271,8 @@ class ClusterBrowser(QWidget):
         view.setWordWrap(True)
         view.setSpacing(4)
         view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # the dock's width must not follow the thumbnails: the list wraps them to whatever width it gets
+        view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         return view
 
     # --- public API -----------------------------------------------------------------------------------------
@@ -358,7 +389,12 @@ class ClusterBrowser(QWidget):
             self.statusMessage.emit(f"underlay: RGB patch {self._images_stem}")
 
     def start_sketch(self) -> None:
-        if self.member_loaded():
+        if not self.member_loaded():
+            return
+        problem = sketch_start_problem(self._images["coarse"])
+        if problem is not None:  # the button is disabled then; a call from code gets the reason
+            self.statusMessage.emit(problem)
+        else:
             self.sketchRequested.emit(self._images["coarse"].copy())
             self.statusMessage.emit(f"new sketch from the coarse mask of {self._images_stem}")
 
@@ -455,24 +491,25 @@ class ClusterBrowser(QWidget):
         if stem != self.selected_stem():
             return
         self._images, self._images_stem = images, stem
-        for kind, label in self.preview_labels.items():
-            if kind in previews:
-                label.setPixmap(to_pixmap(previews[kind]))
-            else:
-                label.setText("none")
+        for kind, view in self.preview_views.items():
+            view.set_placeholder("none")
+            view.set_image(previews.get(kind))
         self._enable_member_buttons()
 
     def _clear_member(self) -> None:
         self._images, self._images_stem = {}, None
-        for label in self.preview_labels.values():
-            label.clear()
+        for view in self.preview_views.values():
+            view.set_placeholder("")
+            view.clear()
         self.stem_label.clear()
         self._enable_member_buttons()
 
     def _enable_member_buttons(self) -> None:
         loaded = self.member_loaded()
         self.use_mask_button.setEnabled(loaded)
-        self.sketch_button.setEnabled(loaded)
+        problem = sketch_start_problem(self._images["coarse"]) if loaded else None
+        self.sketch_button.setEnabled(loaded and problem is None)
+        self.sketch_button.setToolTip(problem or SKETCH_TIP)
         self.use_rgb_button.setEnabled(loaded and "rgb" in self._images)
 
     # --- helpers --------------------------------------------------------------------------------------------

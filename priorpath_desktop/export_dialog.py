@@ -40,6 +40,9 @@ MAX_SEED = 2 ** 31 - 1
 MAX_COUNT = 10_000_000
 SKETCH_STORE = "export_sketches"
 SKETCH_FILTER = "Sketches (*.png *.jpg *.jpeg *.tif *.tiff *.json)"
+NEED_OUT = "choose an output folder"
+NEED_SKETCHES = "add sketch files or a folder of sketches"
+START_TIP = "Export (or continue the export already in the output folder)"
 
 
 # --- the work (Qt-free) ---------------------------------------------------------------------------------------
@@ -102,12 +105,22 @@ def store_sketch(mask: np.ndarray, folder: Path) -> Path:
     return path
 
 
+def missing_inputs(settings: ExportSettings, can_include_current: bool) -> list[str]:
+    """What the settings still lack before an export can start (empty when nothing)."""
+    missing = []
+    if not (settings.sources or settings.include_current):
+        missing.append(NEED_SKETCHES + (", or include the current sketch" if can_include_current else ""))
+    if not settings.out.strip():
+        missing.append(NEED_OUT)
+    return missing
+
+
 def run_export(settings: ExportSettings, engine: Engine, current_mask: Optional[np.ndarray] = None,
                store: Optional[Path] = None, progress: ProgressFn = no_progress,
                cancel: Optional[CancelToken] = None) -> ExportResult:
     """``export_dataset`` with the dialog's settings (the current sketch stored first when it is included)."""
     if not settings.out.strip():
-        raise PriorPathError("choose an output folder")
+        raise PriorPathError(NEED_OUT)
     paths: list[Path] = [Path(p) for p in settings.sources]
     if settings.include_current:
         if current_mask is None:
@@ -193,6 +206,9 @@ class ExportDialog(QDialog):
         self.sources_list = QListWidget()
         self.sources_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.sources_list.setMaximumHeight(110)
+        self.sources_list.model().rowsInserted.connect(self._refresh_start)
+        self.sources_list.model().rowsRemoved.connect(self._refresh_start)
+        self.sources_list.model().modelReset.connect(self._refresh_start)
         self.add_folder_button = QPushButton("Add folder…")
         self.add_folder_button.clicked.connect(self._ask_source_folder)
         self.add_files_button = QPushButton("Add files…")
@@ -205,6 +221,7 @@ class ExportDialog(QDialog):
         source_buttons.addStretch(1)
         self.include_current = QCheckBox("Include the current sketch")
         self.include_current.setVisible(self._current_sketch is not None)
+        self.include_current.toggled.connect(self._refresh_start)
 
         self.count_spin = QSpinBox()
         self.count_spin.setRange(1, MAX_COUNT)
@@ -225,6 +242,7 @@ class ExportDialog(QDialog):
         size_row.addStretch(1)
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("a new or empty folder, or an earlier export to continue")
+        self.out_edit.textChanged.connect(self._refresh_start)
         self.browse_out_button = QPushButton("Browse…")
         self.browse_out_button.clicked.connect(self._ask_out)
         out_row = QHBoxLayout()
@@ -295,7 +313,12 @@ class ExportDialog(QDialog):
         s = ExportSettings.from_dict(data)
         self.sources_list.clear()
         self.add_sources(s.sources)
-        self.include_current.setChecked(s.include_current)
+        # a sketch on the canvas is included unless the settings say otherwise, and always when it is the only
+        # thing there is to export
+        has_sketch = self._current_has_tissue()
+        chosen = data.get("include_current") if isinstance(data, dict) else None
+        include = s.include_current if isinstance(chosen, bool) else has_sketch
+        self.include_current.setChecked(include or (has_sketch and not s.sources))
         self.count_spin.setValue(s.count)
         self.augment_check.setChecked(s.augment)
         self.seed_spin.setValue(s.seed)
@@ -307,6 +330,7 @@ class ExportDialog(QDialog):
             self._show_model_size()
         self._on_model_size_toggled(self.model_size_check.isChecked())
         self.out_edit.setText(s.out)
+        self._refresh_start()
 
     def add_sources(self, paths) -> None:
         present = {self.sources_list.item(i).text() for i in range(self.sources_list.count())}
@@ -314,6 +338,20 @@ class ExportDialog(QDialog):
             if p not in present:
                 self.sources_list.addItem(p)
                 present.add(p)
+
+    def _current_has_tissue(self) -> bool:
+        mask = self._current_sketch() if self._current_sketch is not None else None
+        return mask is not None and bool(np.asarray(mask).any())
+
+    def missing(self) -> list[str]:
+        """What Start waits for (an output folder, sketches); empty when it can start."""
+        return missing_inputs(self.export_settings(), self._current_sketch is not None)
+
+    def _refresh_start(self, *_args) -> None:
+        """Start is enabled only with sketches and an output folder; its tooltip says what is missing."""
+        missing = self.missing()
+        self.start_button.setEnabled(not missing and not self.is_running())
+        self.start_button.setToolTip(("To start: " + "; ".join(missing)) if missing else START_TIP)
 
     def _show_model_size(self) -> None:
         """Put the engine's training size in the (disabled) size fields, so the user sees what "model's" means."""
@@ -346,6 +384,12 @@ class ExportDialog(QDialog):
         if self._job is not None:
             return None
         settings = self.export_settings()
+        missing = self.missing()
+        if missing:  # Start is disabled then; a call from code gets the reason
+            message = "; ".join(missing)
+            self._fail(message)
+            self.exportFailed.emit(message)
+            return None
         engine = self._engine_provider()
         if engine is None:
             self._fail("the models are not loaded yet (or failed to load); wait for them, then press Start again")
@@ -414,6 +458,7 @@ class ExportDialog(QDialog):
         self.progress_bar.setValue(0)
         self.eta_label.setText("")
         self._fail(message)
+        self._enable_open_folder()
         self.exportFailed.emit(message)
         self._close_if_asked()
 
@@ -423,8 +468,13 @@ class ExportDialog(QDialog):
         present, total = self._eta.done, self._eta.total
         self._set_status(f"stopped with {present} of {total} samples present; press Start to continue"
                          if total else "stopped")
+        self._enable_open_folder()
         self.exportCancelled.emit(present)
         self._close_if_asked()
+
+    def _enable_open_folder(self) -> None:
+        """What a stopped or refused run left in the folder stays one click away."""
+        self.open_button.setEnabled(self._last_out is not None and self._last_out.is_dir())
 
     def _stopped(self) -> None:
         if self._job is not None:
@@ -440,7 +490,7 @@ class ExportDialog(QDialog):
         for widget in self._inputs:
             widget.setEnabled(not running)
         self._on_model_size_toggled(self.model_size_check.isChecked())
-        self.start_button.setEnabled(not running)
+        self._refresh_start()
         self.cancel_button.setEnabled(running)
 
     def _set_status(self, text: str) -> None:

@@ -161,6 +161,8 @@ class _Pane(QWidget):
     def __init__(self, title: str, placeholder: str, parent: Optional[QWidget] = None):
         super().__init__(parent)
         self.title = title
+        self.note = ""  # what the caption says about the image shown (e.g. "seed 3")
+        self.pending = False  # a new image is on its way
         self.caption = QLabel(title)
         self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.view = ImageView(placeholder)
@@ -174,8 +176,28 @@ class _Pane(QWidget):
 
     def show_image(self, image: Optional[np.ndarray], note: str = "") -> None:
         self.view.set_image(image)
-        self.caption.setText(f"{self.title} — {note}" if note else self.title)
+        self.note, self.pending = note, False
+        self._caption(note)
         self.save_button.setEnabled(image is not None)
+
+    def show_pending(self, what: str) -> None:
+        """Say that a new image is on its way; the shown one (and its note) stays until it comes."""
+        self.pending = True
+        self._caption(what)
+
+    def show_stopped(self, why: str) -> None:
+        """The awaited image will not come (``why``: "cancelled", "failed"): the caption goes back to the
+        image still shown, saying its update stopped, or to just ``why`` when there is none."""
+        if not self.pending:
+            return
+        self.pending = False
+        if self.view.image() is None:
+            self._caption(why)
+        else:
+            self._caption(f"{self.note} · update {why}" if self.note else f"update {why}")
+
+    def _caption(self, note: str) -> None:
+        self.caption.setText(f"{self.title} — {note}" if note else self.title)
 
 
 class GenerationView(QWidget):
@@ -424,7 +446,7 @@ class GenerationView(QWidget):
         self.panes["fine"].show_image(fine, f"seed {seed}")
         engine = self._engine
         if engine is not None and engine.rgb_model is not None:
-            self.panes["rgb"].caption.setText("RGB — updating…")
+            self.panes["rgb"].show_pending("updating…")
         self._shown = None  # the RGB on screen no longer matches
         self._refresh_save_all()
 
@@ -442,6 +464,7 @@ class GenerationView(QWidget):
         self.previewShown.emit(sample.seed)
 
     def _on_preview_failed(self, message: str) -> None:
+        self.panes["rgb"].show_stopped("failed")
         self._show_error("Preview failed", message)
         self._set_status(f"preview failed: {message}")
 
@@ -638,6 +661,7 @@ class GenerationView(QWidget):
         """Stop the preview and the variations under way."""
         self._timer.stop()
         self._cancel_preview()
+        self.panes["rgb"].show_stopped("cancelled")
         if self._variations_job is not None:
             self._variations_job.cancel()
         self._set_status("cancelled")

@@ -8,11 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QApplication, QFileDialog
 
 from priorpath_desktop import cluster_browser as cb
-from priorpath_desktop.cluster_browser import PAGE_SIZE, ClusterBrowser
+from priorpath_desktop.cluster_browser import (ALL_TISSUE, NO_TISSUE, PAGE_SIZE, SKETCH_TIP, ClusterBrowser,
+                                               sketch_start_problem)
 from priorpath_desktop.messages import open_messages
 from priorpath_desktop.preferences import config_dir
 
@@ -21,6 +22,12 @@ TIMEOUT = 60_000
 
 def _stems(folder: Path) -> list[str]:
     return sorted(p.stem for p in (folder / "fine").glob("*.png"))
+
+
+def _mixed_stems(folder: Path) -> list[str]:
+    """Stems whose coarse mask holds both tissue and air."""
+    return [s for s in _stems(folder)
+            if 0 < cv2.imread(str(folder / "coarse" / f"{s}.png"), cv2.IMREAD_GRAYSCALE).mean() < 255]
 
 
 @pytest.fixture
@@ -108,7 +115,7 @@ def test_actions_emit_the_selected_masks(qtbot, browser, sample_patches):
     assert stem == result.members(1)[1]
     qtbot.waitUntil(browser.member_loaded, timeout=TIMEOUT)
     assert browser.use_mask_button.isEnabled() and browser.use_rgb_button.isEnabled()
-    assert not browser.preview_labels["rgb"].pixmap().isNull()
+    assert browser.preview_views["rgb"].image() is not None
 
     fine = cv2.imread(str(sample_patches / "fine" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
     coarse = cv2.imread(str(sample_patches / "coarse" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
@@ -138,7 +145,7 @@ def test_folder_without_rgb_or_coarse(qtbot, browser, sample_patches, tmp_path):
     """Fine masks alone are enough: thumbnails fall back to masks and the coarse mask is derived."""
     folder = tmp_path / "fine_only"
     (folder / "fine").mkdir(parents=True)
-    for stem in _stems(sample_patches)[:6]:
+    for stem in _mixed_stems(sample_patches)[:6]:  # an all-tissue coarse mask cannot start a sketch
         (folder / "fine" / f"{stem}.png").write_bytes((sample_patches / "fine" / f"{stem}.png").read_bytes())
     _cluster(qtbot, browser, folder, k=2)
     browser.open_cluster(0)
@@ -216,3 +223,58 @@ def test_choosing_a_folder_reports_it_once_it_clusters(qtbot, browser, sample_pa
         dialog.selectFile(str(sample_patches))
         dialog.accept()
     assert chosen == [str(sample_patches)] and browser.dataset() == str(sample_patches)
+
+
+def _select(qtbot, browser, result, stem):
+    """Open the cluster holding ``stem`` and select it; returns once its images are loaded."""
+    cluster = next(c for c in range(result.k) if stem in result.members(c))
+    browser.open_cluster(cluster)
+    qtbot.waitUntil(lambda: stem in browser.page_stems(), timeout=TIMEOUT)
+    browser.members_list.setCurrentRow(browser.page_stems().index(stem))
+    qtbot.waitUntil(lambda: browser.member_loaded() and browser.selected_stem() == stem, timeout=TIMEOUT)
+
+
+def test_member_previews_show_whole_images_and_never_resize_the_dock(qtbot, browser, sample_patches):
+    result = _cluster(qtbot, browser, sample_patches, k=3)
+    hints = (browser.sizeHint().width(), browser.minimumSizeHint().width())
+    big = max(range(result.k), key=lambda c: result.counts[c])
+    browser.open_cluster(big)
+    qtbot.waitUntil(lambda: browser.members_list.count() > 1 and browser.member_loaded(), timeout=TIMEOUT)
+    assert (browser.sizeHint().width(), browser.minimumSizeHint().width()) == hints
+    for kind, view in browser.preview_views.items():
+        image = view.image()
+        assert image is not None, kind
+        shown = view.target_rect()
+        # the whole image is inside the view (nothing cropped) and its aspect is kept
+        assert not shown.isEmpty() and QRectF(view.rect()).adjusted(-0.5, -0.5, 0.5, 0.5).contains(shown), kind
+        assert shown.width() / shown.height() == pytest.approx(image.shape[1] / image.shape[0], rel=0.02)
+    assert browser.members_list.height() > 2 * browser.preview_views["fine"].height()
+    browser.show_overview()
+    assert (browser.sizeHint().width(), browser.minimumSizeHint().width()) == hints
+
+
+def test_an_all_tissue_coarse_mask_cannot_start_a_sketch(qtbot, browser, sample_patches, tmp_path):
+    assert sketch_start_problem(np.full((8, 8), 255, np.uint8)) == ALL_TISSUE
+    assert sketch_start_problem(np.zeros((8, 8), np.uint8)) == NO_TISSUE
+    mixed = _mixed_stems(sample_patches)
+    assert len(mixed) >= 6
+    folder = tmp_path / "data"
+    for kind in ("fine", "coarse", "rgb"):
+        (folder / kind).mkdir(parents=True)
+        for stem in mixed[:6]:
+            (folder / kind / f"{stem}.png").write_bytes((sample_patches / kind / f"{stem}.png").read_bytes())
+    full, fine_one = mixed[0], mixed[1]
+    assert cv2.imwrite(str(folder / "coarse" / f"{full}.png"), np.full((256, 512), 255, np.uint8))
+    result = _cluster(qtbot, browser, folder, k=2)
+
+    _select(qtbot, browser, result, fine_one)
+    assert browser.sketch_button.isEnabled() and browser.sketch_button.toolTip() == SKETCH_TIP
+
+    _select(qtbot, browser, result, full)
+    assert not browser.sketch_button.isEnabled() and browser.sketch_button.toolTip() == ALL_TISSUE
+    assert browser.use_mask_button.isEnabled()  # the other actions still work
+    sketches, messages = [], []
+    browser.sketchRequested.connect(sketches.append)
+    browser.statusMessage.connect(messages.append)
+    browser.start_sketch()  # called from code anyway: no sketch, the reason instead
+    assert sketches == [] and messages == [ALL_TISSUE]

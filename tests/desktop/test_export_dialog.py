@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from priorpath_desktop.export_dialog import (EtaEstimator, ExportDialog, ExportSettings, format_duration,
-                                             sketch_store)
+from priorpath_desktop.export_dialog import (NEED_OUT, NEED_SKETCHES, START_TIP, EtaEstimator, ExportDialog,
+                                             ExportSettings, format_duration, sketch_store)
 from priorpath_desktop.messages import open_messages
 from trainer.inference import Engine
 
@@ -93,6 +93,7 @@ def test_cancel_then_start_again_completes_without_duplicates(qtbot, make_dialog
     assert blocker.args == [1]
     assert [r["stem"] for r in rows(out)] == ["syn_000000"]
     assert "press Start to continue" in dialog.status_label.text()
+    assert dialog.open_button.isEnabled()  # what the stopped run made can be looked at
 
     dialog.exportStarted.disconnect(cancel_after_first_sample)
     statuses = []
@@ -121,16 +122,17 @@ def test_other_settings_on_an_export_folder_are_refused(qtbot, make_dialog, sket
     assert len(rows(out)) == 2
 
 
-def test_no_sketches_or_no_engine_is_an_error_message(qtbot, make_dialog, tmp_path):
+def test_no_sketches_or_no_engine_is_an_error_message(qtbot, make_dialog, sketches, tmp_path):
     dialog = make_dialog()
     dialog.apply_settings({"count": 2, "out": str(tmp_path / "out")})
+    assert not dialog.start_button.isEnabled()
     with qtbot.waitSignal(dialog.exportFailed, timeout=WAIT) as blocker:
-        dialog.start()
-    assert "no sketches chosen" in blocker.args[0]
+        dialog.start()  # from code, despite the disabled button: refused with the reason
+    assert NEED_SKETCHES in blocker.args[0] and not dialog.is_running()
     for box in open_messages():
         box.close()
     loading = make_dialog(provider=lambda: None)
-    loading.apply_settings({"count": 2, "out": str(tmp_path / "out")})
+    loading.apply_settings({"sources": [str(sketches)], "count": 2, "out": str(tmp_path / "out")})
     assert loading.start() is None
     assert "not loaded yet" in open_messages()[0].text()
 
@@ -170,3 +172,41 @@ def test_eta_counts_only_this_runs_samples():
     eta.update(35, 100)  # 5 made in 10 s
     assert eta.seconds_left() == pytest.approx(130.0)
     assert [format_duration(s) for s in (4.4, 130, 7500)] == ["4 s", "2 min 10 s", "2 h 05 min"]
+
+
+def test_start_is_disabled_until_there_are_sketches_and_an_output_folder(make_dialog, sketches, tmp_path):
+    dialog = make_dialog()
+    assert not dialog.start_button.isEnabled()
+    tip = dialog.start_button.toolTip()
+    assert NEED_SKETCHES in tip and NEED_OUT in tip
+    dialog.add_sources([str(sketches)])
+    assert not dialog.start_button.isEnabled()
+    assert NEED_OUT in dialog.start_button.toolTip() and NEED_SKETCHES not in dialog.start_button.toolTip()
+    dialog.out_edit.setText(str(tmp_path / "out"))
+    assert dialog.start_button.isEnabled() and dialog.start_button.toolTip() == START_TIP
+    dialog.sources_list.setCurrentRow(0)
+    dialog.remove_button.click()
+    assert not dialog.start_button.isEnabled() and NEED_SKETCHES in dialog.start_button.toolTip()
+    dialog.out_edit.clear()
+    assert not dialog.start_button.isEnabled()
+
+
+def test_a_sketch_with_tissue_is_included_by_default(make_dialog, sketches, tmp_path):
+    mask = np.zeros((64, 128), np.uint8)
+    mask[8:56, 10:90] = 255
+    dialog = make_dialog(current=lambda: mask)
+    assert dialog.include_current.isChecked()
+    dialog.out_edit.setText(str(tmp_path / "out"))
+    assert dialog.start_button.isEnabled()  # the current sketch is a source
+    dialog.include_current.setChecked(False)
+    assert not dialog.start_button.isEnabled() and "include the current sketch" in dialog.start_button.toolTip()
+
+    # stored settings: an explicit "leave it out" with other sketches is kept ...
+    dialog.apply_settings({"sources": [str(sketches)], "include_current": False, "out": str(tmp_path)})
+    assert not dialog.include_current.isChecked()
+    # ... but with nothing else to export, the sketch on the canvas is taken
+    dialog.apply_settings({"include_current": False, "out": str(tmp_path)})
+    assert dialog.include_current.isChecked()
+
+    empty = make_dialog(current=lambda: np.zeros((64, 128), np.uint8))
+    assert not empty.include_current.isChecked()

@@ -241,3 +241,44 @@ def test_image_view_fits_keeps_aspect_and_zooms_within_limits(qtbot):
     pane.reset_zoom()
     pane.set_image(None)
     assert pane.target_rect().isEmpty() and pane.image() is None
+
+
+def test_cancel_during_the_rgb_stage_leaves_captions_that_match_the_images(qtbot, view):
+    """The RGB caption says "updating…" while the RGB stage runs; after Cancel it names what is still shown."""
+    engine = view.engine()
+    real_rgb = engine.rgb
+    gates = [threading.Event()]
+
+    def gated_rgb(*args, **kwargs):  # the RGB stage waits here until the test has pressed Cancel
+        assert gates[-1].wait(WAIT / 1000)
+        return real_rgb(*args, **kwargs)
+
+    def cancel_in_rgb_stage(seed: int) -> None:
+        qtbot.waitUntil(lambda: view.panes["fine"].caption.text() == f"Fine mask — seed {seed}", timeout=WAIT)
+        assert view.panes["rgb"].caption.text() == "RGB — updating…"
+        view.cancel()
+        gates[-1].set()
+        qtbot.waitUntil(view.is_idle, timeout=WAIT)
+        assert view.status_label.text() == "cancelled"
+
+    mask = sketch(64, 128)
+    engine.rgb = gated_rgb
+    try:
+        view.set_seed(3)
+        view.request_preview(mask)
+        cancel_in_rgb_stage(3)
+        assert view.panes["rgb"].caption.text() == "RGB — cancelled" and view.panes["rgb"].view.image() is None
+
+        with qtbot.waitSignal(view.previewShown, timeout=WAIT):  # the gate is open: a full preview
+            view.generate_now()
+        shown = view.panes["rgb"].view.image()
+        assert shown is not None and view.panes["rgb"].caption.text() == "RGB — seed 3"
+
+        gates.append(threading.Event())
+        view.set_seed(4)
+        cancel_in_rgb_stage(4)
+        assert view.panes["rgb"].caption.text() == "RGB — seed 3 · update cancelled"
+        assert view.panes["rgb"].view.image() is shown
+    finally:
+        gates[-1].set()
+        engine.rgb = real_rgb
