@@ -1,4 +1,5 @@
-"""Plots and pictures for the training panel: live loss curves (matplotlib in Qt) and a scaled image view."""
+"""Plots, pictures and small widgets for the training panel: live loss curves (matplotlib in Qt), a scaled
+image view, a label that elides long paths, and the guard that keeps the mouse wheel from changing settings."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,16 +8,21 @@ from typing import Optional, Sequence
 # the canvas is used directly with a Figure (never pyplot), so the global backend stays whatever it is
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, QSize, Qt
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractScrollArea, QAbstractSpinBox, QApplication, QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy,
+    QSpinBox, QVBoxLayout, QWidget,
+)
 
-from trainer.runs import loss_series, moving_average
+from trainer.runs import counter_label, loss_series, moving_average, split_losses_and_counters
 
 
 class LossPlot(QWidget):
     """Loss curves per loss name against the step, optionally smoothed by a trailing moving average.
 
+    Counters a model reports among its step values (``trainer.runs.COUNTERS``, e.g. the analogy model's
+    ``windows``) are no losses: they get an axis of their own, labelled with what they count.
     ``set_events`` takes a run's whole event list; redrawing is cheap (a few thousand points at most,
     ``draw_idle`` coalesces repaints), so the panel calls it whenever new events arrive.
     """
@@ -27,7 +33,6 @@ class LossPlot(QWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.canvas.setMinimumHeight(160)
-        self.axes = self.figure.add_subplot()
         self.smooth = QCheckBox("Smooth")
         self.smooth.setToolTip("Show a moving average of the losses (GAN losses are noisy step to step)")
         self.window = QSpinBox()
@@ -58,22 +63,35 @@ class LossPlot(QWidget):
         self.set_events([])
 
     def plotted(self) -> dict[str, int]:
-        """loss name -> number of points drawn (what the axes hold now)."""
-        return {line.get_label(): len(line.get_xdata()) for line in self.axes.get_lines()}
+        """curve name -> number of points drawn (what the axes hold now, losses and counters)."""
+        return {line.get_label(): len(line.get_xdata()) for ax in self.figure.axes for line in ax.get_lines()}
+
+    def axis_labels(self) -> list[str]:
+        """The y-axis label of each plot, top to bottom (``loss`` and/or what the counters count)."""
+        return [ax.get_ylabel() for ax in self.figure.axes]
 
     def _redraw(self) -> None:
-        ax = self.axes
-        ax.clear()
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(True, alpha=0.3)
-        if not self.series:
-            ax.text(0.5, 0.5, "no losses yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+        self.figure.clear()
+        losses, counters = split_losses_and_counters(self.series)
+        panels = [(losses, "loss", True)] if losses or not counters else []
+        if counters:
+            panels.append((counters, counter_label(list(counters)), False))  # a count is never smoothed
         window = self.window.value() if self.smooth.isChecked() else 1
-        for name, (steps, values) in self.series.items():
-            ax.plot(steps, moving_average(values, window), label=name, linewidth=1.2)
-        if self.series:
-            ax.legend(loc="upper right", fontsize="small")
+        first = None
+        for i, (series, label, smoothable) in enumerate(panels):
+            ax = self.figure.add_subplot(len(panels), 1, i + 1, sharex=first)
+            first = first or ax
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+            if i == len(panels) - 1:
+                ax.set_xlabel("step")
+            for name, (steps, values) in series.items():
+                ax.plot(steps, moving_average(values, window if smoothable else 1), label=name, linewidth=1.2)
+            if series:
+                ax.legend(loc="best", fontsize="small")
+        if not self.series:
+            ax = self.figure.axes[0]
+            ax.text(0.5, 0.5, "no losses yet", ha="center", va="center", transform=ax.transAxes, color="grey")
         self.canvas.draw_idle()
 
 
@@ -118,3 +136,73 @@ class ImageView(QLabel):
         if not self._pixmap.isNull():
             self.setPixmap(self._pixmap.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
                                                Qt.TransformationMode.SmoothTransformation))
+
+
+class ElidedLabel(QLabel):
+    """One line of text that shortens itself with "…" to the room it gets (never widening its column, so no
+    horizontal scroll bar); the whole text is in the tooltip. For statuses that hold long paths."""
+
+    def __init__(self, text: str = "", mode: Qt.TextElideMode = Qt.TextElideMode.ElideMiddle,
+                 parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.mode = mode
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        self._full = text or ""
+        self.setToolTip(self._full)
+        self._elide()
+
+    def text(self) -> str:
+        """The whole text, not the shortened one on screen."""
+        return self._full
+
+    def shown_text(self) -> str:
+        return super().text()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        return QSize(0, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        return QSize(min(super().sizeHint().width(), 200), super().sizeHint().height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width = max(0, self.contentsRect().width())
+        super().setText(self.fontMetrics().elidedText(self._full, self.mode, width) if width else self._full)
+
+
+class WheelGuard(QObject):
+    """Keeps the mouse wheel from changing spin boxes and combo boxes that do not have the focus.
+
+    Scrolling a form would otherwise change whatever setting passes under the cursor (Epochs 100 -> 98). The
+    wheel over an unfocused box scrolls the nearest scroll area around it instead (or, outside one, is left to
+    the box's parents).
+    """
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() != QEvent.Type.Wheel or not isinstance(watched, QWidget) or watched.hasFocus():
+            return False
+        area = watched.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is not None:
+            QApplication.sendEvent(area.viewport(), event)  # the area scrolls by the wheel's delta
+        else:
+            event.ignore()  # an ignored (real) wheel event goes on to the parents
+        return True  # never delivered to the box itself
+
+
+def guard_wheel(root: QWidget) -> WheelGuard:
+    """Install a ``WheelGuard`` (owned by ``root``) on every spin box and combo box under ``root``; they take
+    the focus by click or Tab only (StrongFocus), never by the wheel."""
+    guard = WheelGuard(root)
+    for box in root.findChildren(QAbstractSpinBox) + root.findChildren(QComboBox):
+        box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        box.installEventFilter(guard)
+    return guard

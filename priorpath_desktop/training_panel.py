@@ -13,9 +13,8 @@ from typing import Mapping, Optional, Sequence
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-    QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
-    QTabWidget, QVBoxLayout, QWidget,
+    QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QPlainTextEdit, QProgressBar,
+    QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from trainer.data.prepare import parse_size
@@ -29,174 +28,22 @@ from trainer.runs import (
 from trainer.train import STOP_FILE
 
 from .messages import show_error
-from .plots import ImageView, LossPlot
+from .plots import ElidedLabel, ImageView, LossPlot, guard_wheel
 from .preferences import config_dir
-from .trainer_process import TrainerProcess, error_summary
+from .prepare_dialog import PrepareDialog, error_box
+from .trainer_process import TrainerProcess
 from .workers import LatestOnly
 
 POLL_MS = 1000
 DEFAULT_SIZE = "256x512"
+DEFAULT_EPOCHS = 100
+RUN_TIP = "The run folder; choose one that holds a run to resume, evaluate or adopt it"
 SHUTDOWN_WAIT_MS = 30000  # a clean stop finishes the current step and writes a checkpoint
 NOISE_TIP = "noise models (dcgan, depas) have no coarse input, so the generation view cannot use them"
 
 
 def runs_root() -> Path:
     return config_dir() / "runs"
-
-
-def _failure_message(proc: TrainerProcess, what: str, exit_code: int, status: str) -> str:
-    fallback = (f"the {what} process was killed (it crashed or ran out of memory)" if status == "killed"
-                else f"the {what} process exited with code {exit_code}")
-    last = "\n".join(list(proc.tail)[-12:])
-    return f"{error_summary(list(proc.tail), fallback)}\n\nLast output:\n{last}" if last else fallback
-
-
-def _error_box(parent: QWidget, title: str, proc: TrainerProcess, what: str, exit_code: int, status: str) -> None:
-    box = show_error(parent, title, _failure_message(proc, what, exit_code, status))
-    box.setDetailedText("\n".join(proc.tail))  # all of the kept output, for a bug report
-
-
-class PrepareDialog(QDialog):
-    """Sources, stain, patch size and output folder for ``priorpath prepare``, run in a child process."""
-
-    prepared = Signal(str)  # the output folder, after a successful run
-
-    def __init__(self, parent: Optional[QWidget] = None, env: Optional[Mapping[str, str]] = None):
-        super().__init__(parent)
-        self.setWindowTitle("Prepare a dataset from slides")
-        self.env = dict(env or {})
-        self.process = TrainerProcess(self)
-        self.sources = QListWidget()
-        add_files, add_folder, remove = QPushButton("Add files…"), QPushButton("Add folder…"), QPushButton("Remove")
-        add_files.clicked.connect(self._add_files)
-        add_folder.clicked.connect(self._add_folder)
-        remove.clicked.connect(lambda: [self.sources.takeItem(self.sources.row(i))
-                                        for i in self.sources.selectedItems()])
-        self.stain = QComboBox()
-        self.stain.addItems(["he", "ihc"])
-        self.stain.setToolTip("Sets the grey level that separates tissue from air (he 204, ihc 235)")
-        self.patch = QLineEdit("512x1024")
-        self.patch.setToolTip("Patch size as height x width")
-        self.out = QLineEdit()
-        choose_out = QPushButton("Choose…")
-        choose_out.clicked.connect(self._choose_out)
-        self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.run_button = QPushButton("Prepare")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Close")
-        self.cancel_button.clicked.connect(self._cancel_or_close)
-
-        source_buttons = QHBoxLayout()
-        for b in (add_files, add_folder, remove):
-            source_buttons.addWidget(b)
-        out_row = QHBoxLayout()
-        out_row.addWidget(self.out, 1)
-        out_row.addWidget(choose_out)
-        form = QFormLayout()
-        form.addRow("Stain", self.stain)
-        form.addRow("Patch size", self.patch)
-        form.addRow("Output folder", out_row)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Slides or images (files or folders):"))
-        layout.addWidget(self.sources, 1)
-        layout.addLayout(source_buttons)
-        layout.addLayout(form)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addLayout(buttons)
-
-        self.process.progress.connect(self._progress)
-        self.process.finished.connect(self._finished)
-
-    def set_sources(self, paths: Sequence[Path]) -> None:
-        self.sources.clear()
-        self.sources.addItems([str(p) for p in paths])
-
-    def set_output(self, path: Path) -> None:
-        self.out.setText(str(path))
-
-    def source_paths(self) -> list[str]:
-        return [self.sources.item(i).text() for i in range(self.sources.count())]
-
-    def is_running(self) -> bool:
-        return self.process.is_running()
-
-    def run(self) -> None:
-        sources, out = self.source_paths(), self.out.text().strip()
-        try:
-            patch = parse_size(self.patch.text())
-        except PriorPathError as exc:
-            show_error(self, "Patch size", str(exc))
-            return
-        if not sources:
-            show_error(self, "Prepare", "Add at least one slide, image or folder of them.")
-            return
-        if not out:
-            show_error(self, "Prepare", "Choose an output folder for the dataset.")
-            return
-        args = ["prepare", *sources, "--out", out, "--stain", self.stain.currentText(),
-                "--patch", f"{patch[0]}x{patch[1]}"]
-        self.progress.setRange(0, 0)  # busy until the first progress line names a total
-        self.status.setText("cutting patches…")
-        self._set_running(True)
-        self.process.start(args, env=self.env, progress=True)
-
-    def _progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
-        self.status.setText(f"{done} / {total} patches")
-
-    def _finished(self, exit_code: int, status: str) -> None:
-        self._set_running(False)
-        if self.progress.maximum() == 0:  # still busy-style: no progress line came
-            self.progress.setRange(0, 1)
-        if status == "done":
-            self.progress.setValue(self.progress.maximum())
-            summary = next((line for line in reversed(self.process.tail) if "patches kept" in line), "done")
-            self.status.setText(summary)
-            self.prepared.emit(self.out.text().strip())
-            self.accept()
-        elif status == "stopped":
-            self.progress.setValue(0)
-            self.status.setText("cancelled; preparing again into the same folder continues where it stopped")
-        else:
-            self.progress.setValue(0)
-            self.status.setText("failed")
-            _error_box(self, "Preparing the dataset failed", self.process, "prepare", exit_code, status)
-
-    def _set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setText("Cancel" if running else "Close")
-
-    def _cancel_or_close(self) -> None:
-        if self.process.is_running():
-            self.process.stop()
-        else:
-            self.reject()
-
-    def _add_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Slides or images")
-        self.sources.addItems(files)
-
-    def _add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of slides or images")
-        if folder:
-            self.sources.addItem(folder)
-
-    def _choose_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Output folder for the dataset")
-        if folder:
-            self.out.setText(folder)
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        if self.process.is_running():
-            self.process.stop()
-        super().closeEvent(event)
 
 
 class TrainingPanel(QWidget):
@@ -238,26 +85,84 @@ class TrainingPanel(QWidget):
 
     # --- layout -------------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        # data
+        run_controls = self._build_run_controls()
+        form = QWidget()
+        form_layout = QVBoxLayout(form)
+        form_layout.setContentsMargins(0, 0, 0, 0)
+        for box in (self._build_data_box(), self._build_run_box(), self._build_eval_box()):
+            form_layout.addWidget(box)
+        form_layout.addStretch(1)
+
+        # a bottom dock is often lower than the form, so the form scrolls (vertically only: what is too long
+        # for the column elides); the run controls stay above it, where a state change never moves them
+        self.form_scroll = QScrollArea()
+        self.form_scroll.setWidget(form)
+        self.form_scroll.setWidgetResizable(True)
+        self.form_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.form_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        column = QWidget()
+        column_layout = QVBoxLayout(column)
+        column_layout.setContentsMargins(0, 0, 0, 0)
+        column_layout.addWidget(run_controls)
+        column_layout.addWidget(self.form_scroll, 1)
+        column.setMinimumWidth(form.minimumSizeHint().width() + self.form_scroll.verticalScrollBar().sizeHint().width())
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(column)
+        splitter.addWidget(self._build_results())
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)  # the plots and the evaluation take the width the form does not need
+        splitter.setCollapsible(0, False)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(splitter)
+        guard_wheel(self)
+
+    def _build_run_controls(self) -> QWidget:
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("A new run with these settings (a new run folder if this one holds a run)")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current step and save a checkpoint")
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the run in the run folder with the settings it was started with")
+        self.resume_button.clicked.connect(self.resume)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m steps")
+        self.run_status = ElidedLabel()
+        controls = QWidget()
+        layout = QVBoxLayout(controls)
+        layout.setContentsMargins(0, 0, 0, 0)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.stop_button, self.resume_button):
+            buttons.addWidget(b)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.run_status)
+        return controls
+
+    def _build_data_box(self) -> QGroupBox:
         self.dataset_edit = QLineEdit()
         self.dataset_edit.setPlaceholderText("a folder written by 'priorpath prepare' (coarse/, fine/, rgb/)")
         self.dataset_edit.editingFinished.connect(self._check_dataset)
+        self.dataset_edit.textChanged.connect(self.dataset_edit.setToolTip)  # the whole path, however narrow
         self.dataset_button = QPushButton("Choose…")
         self.dataset_button.clicked.connect(self._choose_dataset)
         self.prepare_button = QPushButton("Prepare from slides…")
         self.prepare_button.clicked.connect(self.open_prepare_dialog)
-        self.dataset_hint = QLabel("no dataset chosen")
-        self.dataset_hint.setWordWrap(True)
+        self.dataset_hint = ElidedLabel("no dataset chosen")
         data_row = QHBoxLayout()
         data_row.addWidget(self.dataset_edit, 1)
         data_row.addWidget(self.dataset_button)
-        data_box = QGroupBox("Data")
-        data_layout = QVBoxLayout(data_box)
-        data_layout.addLayout(data_row)
-        data_layout.addWidget(self.dataset_hint)
-        data_layout.addWidget(self.prepare_button, 0, Qt.AlignmentFlag.AlignLeft)
+        box = QGroupBox("Data")
+        layout = QVBoxLayout(box)
+        layout.addLayout(data_row)
+        layout.addWidget(self.dataset_hint)
+        layout.addWidget(self.prepare_button, 0, Qt.AlignmentFlag.AlignLeft)
+        return box
 
-        # run
+    def _build_run_box(self) -> QGroupBox:
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(REGISTRY))
         self.model_combo.currentTextChanged.connect(lambda _: (self._check_dataset(), self._update_buttons()))
@@ -266,7 +171,7 @@ class TrainingPanel(QWidget):
         self.size_edit.setToolTip("Working size as height x width; empty = the prepared patches' size")
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 100000)
-        self.epochs_spin.setValue(100)
+        self.epochs_spin.setValue(DEFAULT_EPOCHS)
         self.max_steps_spin = QSpinBox()
         self.max_steps_spin.setRange(0, 1_000_000_000)
         self.max_steps_spin.setSpecialValueText("all epochs")
@@ -275,65 +180,44 @@ class TrainingPanel(QWidget):
         self.device_combo.addItems(available_devices())
         self.run_edit = QLineEdit()
         self.run_edit.setPlaceholderText(f"new: {runs_root()}/<model>-<time>")
-        self.run_edit.setToolTip("The run folder; choose one that holds a run to resume, evaluate or adopt it")
+        self.run_edit.textChanged.connect(lambda text: self.run_edit.setToolTip(f"{text}\n\n{RUN_TIP}" if text
+                                                                               else RUN_TIP))
+        self.run_edit.setToolTip(RUN_TIP)
         self.run_edit.editingFinished.connect(lambda: self.set_run_dir(self.run_edit.text()))
         self.run_button = QPushButton("Choose…")
         self.run_button.clicked.connect(self._choose_run)
         run_row = QHBoxLayout()
         run_row.addWidget(self.run_edit, 1)
         run_row.addWidget(self.run_button)
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current step and save a checkpoint")
-        self.stop_button.clicked.connect(self.stop)
-        self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Continue the run in the run folder with the settings it was started with")
-        self.resume_button.clicked.connect(self.resume)
-        buttons = QHBoxLayout()
-        for b in (self.start_button, self.stop_button, self.resume_button):
-            buttons.addWidget(b)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("%v / %m steps")
-        self.run_status = QLabel("")
-        self.run_status.setWordWrap(True)
-        run_box = QGroupBox("Run")
-        form = QFormLayout(run_box)
+        box = QGroupBox("Run")
+        form = QFormLayout(box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Model", self.model_combo)
         form.addRow("Size", self.size_edit)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Max steps", self.max_steps_spin)
         form.addRow("Device", self.device_combo)
         form.addRow("Run folder", run_row)
-        form.addRow(buttons)
-        form.addRow(self.progress_bar)
-        form.addRow(self.run_status)
+        return box
 
-        # evaluate and adopt
+    def _build_eval_box(self) -> QGroupBox:
         self.evaluate_button = QPushButton("Evaluate")
         self.evaluate_button.clicked.connect(self._evaluate_clicked)
         self.adopt_button = QPushButton("Adopt in generation view")
         self.adopt_button.clicked.connect(self.adopt)
         self.eval_progress = QProgressBar()
-        self.eval_status = QLabel("")
-        self.eval_status.setWordWrap(True)
-        eval_box = QGroupBox("Evaluate")
-        eval_layout = QVBoxLayout(eval_box)
-        eval_buttons = QHBoxLayout()
-        eval_buttons.addWidget(self.evaluate_button)
-        eval_buttons.addWidget(self.adopt_button)
-        eval_layout.addLayout(eval_buttons)
-        eval_layout.addWidget(self.eval_progress)
-        eval_layout.addWidget(self.eval_status)
+        self.eval_status = ElidedLabel()
+        box = QGroupBox("Evaluate")
+        layout = QVBoxLayout(box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.evaluate_button)
+        buttons.addWidget(self.adopt_button)
+        layout.addLayout(buttons)
+        layout.addWidget(self.eval_progress)
+        layout.addWidget(self.eval_status)
+        return box
 
-        settings = QWidget()
-        settings_layout = QVBoxLayout(settings)
-        settings_layout.setContentsMargins(0, 0, 0, 0)
-        for box in (data_box, run_box, eval_box):
-            settings_layout.addWidget(box)
-        settings_layout.addStretch(1)
-
-        # results
+    def _build_results(self) -> QTabWidget:
         self.loss_plot = LossPlot()
         self.sample_view = ImageView("no sample yet")
         self.metrics_table = QTableWidget()
@@ -351,24 +235,45 @@ class TrainingPanel(QWidget):
         self.tabs.addTab(self.sample_view, "Samples")
         self.tabs.addTab(evaluation, "Evaluation")
         self.tabs.addTab(self.log_view, "Log")
-
-        scroll = QScrollArea()  # a bottom dock is often lower than the settings column
-        scroll.setWidget(settings)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setMinimumWidth(settings.sizeHint().width() + 20)
-        splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(scroll)
-        splitter.addWidget(self.tabs)
-        splitter.setStretchFactor(1, 1)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(splitter)
+        return self.tabs
 
     # --- public API -------------------------------------------------------------------------------------------
     def set_dataset(self, path) -> None:
         self.dataset_edit.setText(str(path))
         self._check_dataset()
+
+    def set_default_dataset(self, path) -> None:
+        """The dataset to offer when the user has chosen none (the bundled prepared sample); never replaces one."""
+        if not self.dataset_edit.text().strip() and path:
+            self.set_dataset(path)
+
+    def settings(self) -> dict:
+        """What to remember between sessions (plain strings and ints, for QSettings)."""
+        return {"dataset": self.dataset_edit.text().strip(), "run_dir": self.run_edit.text().strip(),
+                "model": self.model_combo.currentText(), "size": self.size_edit.text().strip(),
+                "epochs": self.epochs_spin.value(), "device": self.device_combo.currentText()}
+
+    def apply_settings(self, values: Mapping) -> None:
+        """Restore ``settings()`` of an earlier session; unknown models/devices and bad numbers are skipped.
+
+        A run folder that holds a run is loaded last, so the form shows the settings its Resume will use."""
+        if self.is_running() or self.is_evaluating():
+            return
+        model, device = str(values.get("model") or ""), str(values.get("device") or "")
+        if model in REGISTRY:
+            self.model_combo.setCurrentText(model)
+        if self.device_combo.findText(device) >= 0:
+            self.device_combo.setCurrentText(device)
+        if values.get("size") is not None:
+            self.size_edit.setText(str(values["size"]))
+        try:
+            self.epochs_spin.setValue(int(values.get("epochs")))
+        except (TypeError, ValueError):
+            pass
+        if values.get("dataset"):
+            self.set_dataset(values["dataset"])
+        if values.get("run_dir"):
+            self.set_run_dir(values["run_dir"])
 
     def set_run_dir(self, path) -> None:
         """Choose the run folder; one holding a run shows its losses, samples and report and can be resumed."""
@@ -416,15 +321,18 @@ class TrainingPanel(QWidget):
         except PriorPathError as exc:
             show_error(self, "Start training", str(exc))
             return
-        run = self.run_dir() or default_run_dir(runs_root(), model)
-        if latest_checkpoint(run) is not None:
-            show_error(self, "Start training", f"{run} already holds a training run: Resume it, or clear the run "
-                                               f"folder to start a new run.")
-            return
-        self.run_edit.setText(str(run))
+        chosen = self.run_dir()
+        run = chosen or default_run_dir(runs_root(), model)
+        message = f"training {model} in {run}"
+        if latest_checkpoint(run) is not None:  # never overwrite a run: Start means a new one, Resume continues
+            run = default_run_dir(runs_root(), model)
+            message = f"new run in {run}; Resume continues the previous one in {chosen} (choose that folder again)"
+        if run != chosen:
+            self.run_edit.setText(str(run))
+            self._load_run(None)  # the previous run's losses, samples, report and checkpoint are not this run's
         args = train_args(model, Path(data), run, size, self.epochs_spin.value(), self.max_steps_spin.value(),
                           self.device_combo.currentText(), self.extra_args)
-        self._launch(args, run, f"training {model} in {run}")
+        self._launch(args, run, message)
 
     def resume(self) -> None:
         """Continue the run in the run folder from its latest checkpoint (its stored config decides the maths)."""
@@ -533,7 +441,8 @@ class TrainingPanel(QWidget):
         self._shown_sample = None
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.run_status.setText("starting…")
+        self.run_status.setText(f"{message} — starting…")
+        self._log(message)
         self._log(f"$ priorpath {' '.join(args)}")
         self.train_process.start(args, env=self.child_env)
         self._set_state("running")
@@ -559,7 +468,7 @@ class TrainingPanel(QWidget):
             self._set_state("failed")
             self.run_status.setText("failed — see the message and the Log tab")
             if not self._shutting_down:
-                _error_box(self, "Training failed", self.train_process, "training", exit_code, status)
+                error_box(self, "Training failed", self.train_process, "training", exit_code, status)
 
     # --- evaluation -----------------------------------------------------------------------------------------------
     def _evaluate_clicked(self) -> None:
@@ -595,7 +504,7 @@ class TrainingPanel(QWidget):
         else:
             self.eval_status.setText("evaluation failed")
             if not self._shutting_down:
-                _error_box(self, "Evaluation failed", self.eval_process, "evaluation", exit_code, status)
+                error_box(self, "Evaluation failed", self.eval_process, "evaluation", exit_code, status)
         self._update_buttons()
 
     def _show_report(self) -> bool:

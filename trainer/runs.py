@@ -142,6 +142,27 @@ def loss_series(events: Sequence[dict]) -> dict[str, tuple[np.ndarray, np.ndarra
     return {k: (np.asarray(steps[k]), np.asarray(values[k], dtype=float)) for k in steps}
 
 
+#: step "losses" that are not losses but counters, with the axis label that says what they count. The analogy
+#: model has no loss: its step reports how many (coarse window, fine block) pairs its reservoir holds.
+COUNTERS: dict[str, str] = {"windows": "windows collected"}
+
+
+Series = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def split_losses_and_counters(series: Series) -> tuple[Series, Series]:
+    """``loss_series`` split into (losses, counters), each keeping the order of the names."""
+    losses = {k: v for k, v in series.items() if k not in COUNTERS}
+    counters = {k: v for k, v in series.items() if k in COUNTERS}
+    return losses, counters
+
+
+def counter_label(names: Sequence[str]) -> str:
+    """The y-axis label of a plot of these counters: what one counts, or "count" for several."""
+    labels = {COUNTERS.get(n, n) for n in names}
+    return labels.pop() if len(labels) == 1 else "count"
+
+
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over up to ``window`` values (the first points average what exists so far)."""
     values = np.asarray(values, dtype=float)

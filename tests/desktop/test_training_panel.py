@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication, QWidget
 
 from priorpath_desktop.messages import open_messages
+from priorpath_desktop.plots import LossPlot
 from priorpath_desktop.trainer_process import error_summary, parse_progress, trainer_command
-from priorpath_desktop.training_panel import TrainingPanel
+from priorpath_desktop.training_panel import TrainingPanel, runs_root
 from trainer.config import make_config
 from trainer.events import read_events
 from trainer.train import train
@@ -125,6 +128,20 @@ def test_analogy_run_from_the_panel_then_adopt(qtbot, panel, small_data, tmp_pat
     assert adopted.args == ["mask", str(checkpoint)]
     assert _messages() == []
 
+    # Start again on the finished run: a new run in a new folder, the finished one is left as it was
+    finished_events = (run / "events.jsonl").read_bytes()
+    panel.start()
+    assert panel.is_running() and _messages() == []
+    new_run = panel.run_dir()
+    assert new_run != run and new_run.parent == runs_root() and new_run.name.startswith("analogy-")
+    status = panel.run_status.text()
+    assert f"new run in {new_run}" in status and "Resume continues the previous one" in status and str(run) in status
+    assert panel.run_info is None and panel.loss_plot.plotted() == {}  # the old run's curves are not this run's
+    assert _wait_final(qtbot, panel) == "done", _log(panel) + "\n".join(_messages())
+    assert (new_run / "checkpoints" / "latest.safetensors").is_file()
+    assert (run / "events.jsonl").read_bytes() == finished_events and checkpoint.is_file()
+    assert _messages() == []
+
 
 def test_pix2pix_stop_then_resume_to_the_end(qtbot, panel, small_data, tmp_path):
     _settle_dataset(qtbot, panel, small_data)
@@ -150,7 +167,16 @@ def test_pix2pix_stop_then_resume_to_the_end(qtbot, panel, small_data, tmp_path)
     assert panel.resume_button.isEnabled() and panel.max_steps_spin.value() == 0  # the stored config: all epochs
 
     panel.max_steps_spin.setValue(stopped_at + 3)  # Resume may change when the run ends
-    panel.resume()
+    panel.resize(900, 260)  # a low dock: the form scrolls
+    scroll = panel.form_scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: scroll.maximum() > 0, timeout=5000)
+    scroll.setValue(scroll.maximum() // 2)
+    where = {b: b.mapTo(panel, QPoint(0, 0)) for b in (panel.start_button, panel.stop_button, panel.resume_button)}
+    qtbot.mouseClick(panel.resume_button, Qt.MouseButton.LeftButton)  # Resume disables itself while it has focus
+    assert panel.is_running()
+    QApplication.processEvents()
+    assert scroll.value() == scroll.maximum() // 2
+    assert {b: b.mapTo(panel, QPoint(0, 0)) for b in where} == where
     assert _wait_final(qtbot, panel) == "done", _log(panel) + "\n".join(_messages())
     events = read_events(run / "events.jsonl")
     kinds = [e["type"] for e in events]
@@ -303,3 +329,106 @@ def test_prepare_from_slides_sets_the_dataset(qtbot, panel, tmp_path):
     assert not dialog.is_running() and any("at least one" in m for m in _messages())
     _close_messages()
     dialog.reject()
+
+
+def _steps(*rows: dict) -> list[dict]:
+    return [{"type": "step", "step": i + 1, "seconds": 0.1 * i, "losses": losses} for i, losses in enumerate(rows)]
+
+
+def test_counters_are_not_plotted_as_losses(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.set_events(_steps({"windows": 1000.0}, {"windows": 2000.0}, {"windows": 2000.0}))  # the analogy model
+    assert [ax.get_ylabel() for ax in plot.figure.axes] == ["windows collected"]
+    assert plot.plotted() == {"windows": 3}
+
+    plot.smooth.setChecked(True)  # a mix: losses on a loss axis, the counter on its own, never smoothed
+    plot.set_events(_steps({"G": 2.0, "windows": 10.0}, {"G": 1.0, "windows": 30.0}))
+    assert [ax.get_ylabel() for ax in plot.figure.axes] == ["loss", "windows collected"]
+    loss_ax, count_ax = plot.figure.axes
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["G"]
+    assert list(count_ax.get_lines()[0].get_ydata()) == [10.0, 30.0]
+    assert list(loss_ax.get_lines()[0].get_ydata()) == [2.0, 1.5]
+
+    plot.clear()
+    assert [ax.get_ylabel() for ax in plot.figure.axes] == ["loss"] and plot.plotted() == {}
+
+
+def _wheel(widget: QWidget, steps: int = -2) -> None:
+    centre = QPointF(widget.width() / 2, widget.height() / 2)
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0), QPoint(0, 120 * steps),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def test_the_wheel_scrolls_the_form_and_changes_only_a_focused_box(qtbot, panel):
+    panel.resize(900, 260)  # a low dock: the form scrolls
+    scroll = panel.form_scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: scroll.maximum() > 0, timeout=5000)
+    model = panel.model_combo.currentText()
+    assert not panel.epochs_spin.hasFocus()
+    _wheel(panel.epochs_spin)
+    _wheel(panel.model_combo)
+    assert panel.epochs_spin.value() == 100 and panel.model_combo.currentText() == model
+    assert scroll.value() > 0  # the form scrolled instead
+
+    panel.activateWindow()
+    panel.epochs_spin.setFocus()
+    qtbot.waitUntil(panel.epochs_spin.hasFocus, timeout=5000)
+    _wheel(panel.epochs_spin, -2)  # a box the user clicked into still takes the wheel
+    assert panel.epochs_spin.value() == 98
+
+    dialog = panel.open_prepare_dialog()  # the prepare dialog's boxes are guarded the same way
+    stain = dialog.stain.currentText()
+    _wheel(dialog.stain)
+    assert dialog.stain.currentText() == stain
+    dialog.reject()
+
+
+def test_run_controls_stay_on_top_and_long_paths_elide(qtbot, panel, tmp_path):
+    for button in (panel.start_button, panel.stop_button, panel.resume_button, panel.progress_bar):
+        assert not panel.form_scroll.isAncestorOf(button)  # scrolling the form never moves them
+    assert panel.form_scroll.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 12)
+    panel.resize(900, 400)
+    _settle_dataset(qtbot, panel, deep)  # "✗ <deep>: no such folder"
+    panel.eval_status.setText(f"report in {deep / 'eval' / 'report'}")
+    panel.run_status.setText(f"new run in {deep}; Resume continues the previous one")
+    form = panel.form_scroll.widget()
+    qtbot.waitUntil(lambda: form.width() <= panel.form_scroll.viewport().width(), timeout=5000)
+    assert panel.form_scroll.width() < panel.width() // 2  # the plots take the rest
+    for label in (panel.dataset_hint, panel.eval_status, panel.run_status):
+        assert str(deep) in label.toolTip() and str(deep) in label.text()  # the whole path, on hover
+        assert label.width() <= panel.width()
+    assert panel.dataset_edit.toolTip() == str(deep)
+
+
+def test_default_dataset_and_settings_between_sessions(qtbot, panel, small_data, tmp_path):
+    other = tmp_path / "other"
+    panel.set_default_dataset(small_data)  # nothing chosen yet: the sample becomes the dataset
+    assert panel.dataset_edit.text() == str(small_data)
+    panel.set_default_dataset(other)  # never replaces a dataset already set
+    assert panel.dataset_edit.text() == str(small_data)
+
+    panel.model_combo.setCurrentText("analogy")
+    panel.size_edit.setText("64x128")
+    panel.epochs_spin.setValue(7)
+    panel.device_combo.setCurrentText("cpu")
+    panel.set_run_dir(tmp_path / "next-run")
+    saved = panel.settings()
+    assert saved == {"dataset": str(small_data), "run_dir": str(tmp_path / "next-run"), "model": "analogy",
+                     "size": "64x128", "epochs": 7, "device": "cpu"}
+
+    again = TrainingPanel()  # the next session
+    qtbot.addWidget(again)
+    again.apply_settings({k: str(v) for k, v in saved.items()})  # QSettings may hand back strings
+    assert again.settings() == saved
+    qtbot.waitUntil(lambda: again.dataset_hint.text() == f"✓ {PATCHES} patches (coarse + fine)", timeout=10_000)
+    again.set_default_dataset(other)  # the main window offers the sample after restoring: it is ignored
+    assert again.dataset_edit.text() == str(small_data)
+
+    fresh = TrainingPanel()
+    qtbot.addWidget(fresh)
+    defaults = fresh.settings()
+    fresh.apply_settings({"model": "no-such-model", "device": "tpu", "epochs": "many"})  # stale or foreign values
+    assert fresh.settings() == defaults and _messages() == []

@@ -18,8 +18,9 @@ from trainer.events import EventLog, truncate_after
 from trainer.metrics.report import CSV_COLUMNS
 from trainer.models import REGISTRY
 from trainer.runs import (
-    EVAL_GENERATED, EVAL_REPORT, EventFollower, check_dataset, default_run_dir, eval_commands, format_duration,
-    loss_series, model_role, moving_average, read_eval_report, read_run_info, resume_args, summarize, train_args,
+    COUNTERS, EVAL_GENERATED, EVAL_REPORT, EventFollower, check_dataset, counter_label, default_run_dir,
+    eval_commands, format_duration, loss_series, model_role, moving_average, read_eval_report, read_run_info,
+    resume_args, split_losses_and_counters, summarize, train_args,
 )
 from trainer.train import train
 
@@ -210,3 +211,13 @@ def test_read_eval_report_turns_the_table_around(tmp_path):
     (tmp_path / "metrics.csv").write_text("just,some\nother,csv\n")
     with pytest.raises(PriorPathError, match="not a metrics table"):
         read_eval_report(tmp_path)
+
+
+def test_counters_are_told_apart_from_losses():
+    events = [{"type": "step", "step": s, "losses": {"windows": 100.0 * s, "G": 1.0 / s}} for s in (1, 2, 3)]
+    losses, counters = split_losses_and_counters(loss_series(events))
+    assert list(losses) == ["G"] and list(counters) == ["windows"]
+    assert list(counters["windows"][1]) == [100.0, 200.0, 300.0]
+    assert counter_label(["windows"]) == "windows collected"
+    assert counter_label(["windows", "images"]) == "count"
+    assert set(COUNTERS) == {"windows"}  # the analogy model's reservoir size; every other model reports losses
