@@ -178,6 +178,7 @@ class MainWindow(QMainWindow):
         self.clusters.underlayRequested.connect(self.canvas.set_underlay)
         self.clusters.sketchRequested.connect(self.start_from_mask)
         self.clusters.datasetChanged.connect(self._dataset_chosen)
+        self.clusters.clustered.connect(self._clustered)
         self.clusters.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 5000))
         self.generation.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 5000))
         self.generation.modelsChanged.connect(self._on_models_changed)
@@ -188,6 +189,10 @@ class MainWindow(QMainWindow):
     def _dataset_chosen(self, folder) -> None:
         self.dataset = self.prefs.dataset = str(folder) if folder else None
         self._prefs_timer.start()
+
+    def _clustered(self, result) -> None:
+        """The training panel starts on the dataset the browser shows (e.g. the prepared bundled sample)."""
+        self.training.set_default_dataset(str(result.folder))
 
     def _brush_changed(self, radius: int) -> None:
         self.prefs.brush_radius = int(radius)
@@ -204,8 +209,14 @@ class MainWindow(QMainWindow):
         """Load models and the cluster dataset in workers; open a file or offer to recover a crashed sketch."""
         self.generation.set_models(self.mask_model, self.rgb_model, self.device)
         self.clusters.set_dataset(self.dataset)
+        saved = self._settings().value("training")
+        if isinstance(saved, str):
+            try:
+                self.training.apply_settings(json.loads(saved))
+            except ValueError:
+                pass
         if self.dataset:
-            self.training.set_dataset(self.dataset)
+            self.training.set_default_dataset(self.dataset)
         if self.autosaver.recoverable():
             self._offer_recovery(open_path)
         elif open_path is not None:
@@ -528,6 +539,7 @@ class MainWindow(QMainWindow):
         settings = self._settings()
         settings.setValue("geometry", self.saveGeometry())
         settings.setValue("state", self.saveState())
+        settings.setValue("training", json.dumps(self.training.settings()))
         settings.sync()
         self.autosaver.discard()  # closed on purpose: nothing to recover next time
         event.accept()

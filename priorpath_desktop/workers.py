@@ -67,10 +67,12 @@ class Job(QObject):
             self._end(self.cancelled.emit)
         except PriorPathError as exc:  # the user's input: the message says it all, no traceback
             log.warning("%s: %s", self.name, exc)
-            self._end(lambda: self.failed.emit(describe_error(exc)))
+            message = describe_error(exc)
+            self._end(lambda: self.failed.emit(message))
         except BaseException as exc:  # a job must never take the application down
             log.error("%s failed:\n%s", self.name, traceback.format_exc())
-            self._end(lambda: self.failed.emit(describe_error(exc)))
+            message = describe_error(exc)
+            self._end(lambda: self.failed.emit(message))
         else:
             if self.token.cancelled:
                 self._end(self.cancelled.emit)
@@ -80,10 +82,16 @@ class Job(QObject):
     def _end(self, emit: Callable[[], None]) -> None:
         self.running = False
         self.done = True
-        emit()
+        try:
+            emit()
+        except RuntimeError:  # the job's owner (a closed window) was deleted meanwhile: nobody is listening
+            log.debug("%s ended after its owner was deleted", self.name)
 
     def _emit_progress(self, done: int, total: int, message: str) -> None:
-        self.progress.emit(int(done), int(total), str(message))
+        try:
+            self.progress.emit(int(done), int(total), str(message))
+        except RuntimeError:  # deleted owner, as above; stop the work, its result has nowhere to go
+            self.token.cancel()
 
 
 class _Runnable(QRunnable):

@@ -161,3 +161,13 @@ def test_run_trainer_runs_the_command_line_for_frozen_builds():
     out = subprocess.run([sys.executable, "-m", "priorpath_desktop.app", "--run-trainer", "--version"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("priorpath ")
+
+
+def test_the_training_panel_starts_on_the_shown_dataset_and_remembers_its_form(qtbot, window, engine_models,
+                                                                                sample_patches):
+    assert window.training.settings()["dataset"] == str(sample_patches)
+    window.training.model_combo.setCurrentText("pix2pix")
+    window.close()
+    again = make_window(qtbot, str(engine_models["analogy"]), "none")
+    assert again.training.settings()["model"] == "pix2pix"
+    again.close()
