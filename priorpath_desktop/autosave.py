@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 
 from trainer.errors import PriorPathError
-from trainer.fileio import (atomic_write_bytes, atomic_write_text, describe_os_error, encode_png,
-                            remove_stale_temporaries)
+from trainer.fileio import (atomic_write_bytes, atomic_write_text, decode_image_file, describe_os_error,
+                            encode_png, remove_stale_temporaries)
 
 from .document import MaskDocument, binarise
 from .preferences import config_dir
@@ -112,10 +112,10 @@ class Autosaver:
         info = self.recoverable()
         if info is None:
             raise PriorPathError(f"{self.folder}: no autosaved mask to recover")
-        raw = np.fromfile(info.mask_path, np.uint8)
-        mask = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE) if raw.size else None
-        if mask is None:
-            raise PriorPathError(f"{info.mask_path}: the autosaved mask is damaged and cannot be recovered")
+        try:
+            mask = decode_image_file(info.mask_path, cv2.IMREAD_GRAYSCALE)
+        except PriorPathError as exc:
+            raise PriorPathError(f"the autosaved mask is damaged and cannot be recovered ({exc})") from exc
         doc = MaskDocument.from_array(binarise(mask), info.source)
         doc.mark_unsaved()
         return doc

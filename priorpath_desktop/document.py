@@ -23,7 +23,7 @@ import numpy as np
 from trainer.data import labelme
 from trainer.data.sketches import IMAGE_SUFFIXES, load_sketch
 from trainer.errors import PriorPathError
-from trainer.fileio import describe_os_error, encode_png, atomic_write_bytes
+from trainer.fileio import atomic_write_bytes, decode_image_file, encode_png
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 excluded
 RectListener = Callable[[Rect], None]
@@ -478,13 +478,7 @@ def _bbox(on: np.ndarray) -> Optional[Rect]:
 
 def _refuse_colour(path: Path) -> None:
     """A clear error for a colour picture opened as a mask (load_sketch would silently threshold it)."""
-    try:
-        raw = np.fromfile(path, np.uint8)
-    except OSError as exc:
-        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-    if image is None:
-        raise PriorPathError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
+    image = decode_image_file(path)
     if image.ndim == 3 and image.shape[2] >= 3:
         colour = image[..., :3].astype(np.int32)
         spread = (colour.max(axis=2) - colour.min(axis=2)).max()
@@ -495,15 +489,7 @@ def _refuse_colour(path: Path) -> None:
 
 def read_image(path: Union[str, Path]) -> np.ndarray:
     """Any image as HxWx3 uint8 RGB (for an underlay to trace over); errors name the file."""
-    path = Path(path)
-    try:
-        raw = np.fromfile(path, np.uint8)
-    except OSError as exc:
-        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-    if image is None:
-        raise PriorPathError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(decode_image_file(Path(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def mask_files_filter() -> str:

@@ -23,7 +23,7 @@ from trainer.inference import default_model_path, resources_dir
 from .autosave import Autosaver
 from .canvas import CanvasView
 from .cluster_browser import ClusterBrowser
-from .document import MaskDocument
+from .document import MaskDocument, read_image
 from .export_dialog import ExportDialog
 from .generation_view import GenerationView
 from .messages import show_error, show_info
@@ -373,7 +373,7 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Underlay image", self._last_folder(),
                                               "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
         if path:
-            job = Job(lambda progress, cancel: _read_image(Path(path)), "underlay", self)
+            job = Job(lambda progress, cancel: read_image(path), "underlay", self)
             job.finished.connect(self.canvas.set_underlay)
             job.failed.connect(lambda message: show_error(self, "Cannot load underlay", message))
             self._open_job = job.start()
@@ -544,19 +544,3 @@ class MainWindow(QMainWindow):
         self.autosaver.discard()  # closed on purpose: nothing to recover next time
         event.accept()
 
-
-def _read_image(path: Path) -> np.ndarray:
-    """Any image as grey or RGB uint8, for the underlay."""
-    import cv2
-
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    if data is None:
-        raise PriorPathError(f"{path}: no such file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise PriorPathError(f"{path}: not an image OpenCV can read (corrupt or unsupported format)")
-    if image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return image

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .errors import PriorPathError
-from .fileio import atomic_write_text, describe_os_error
+from .fileio import atomic_write_text, decode_image_file
 from .jobs import CancelToken, ProgressFn, check, no_progress
 
 log = logging.getLogger(__name__)
@@ -207,14 +207,7 @@ def read_mask(path: Path) -> np.ndarray:
 
 def read_image(path: Path, kind: str) -> np.ndarray:
     """A grey mask (HxW uint8) or, for ``kind == "rgb"``, an HxWx3 RGB uint8 image."""
-    try:
-        raw = np.fromfile(path, np.uint8)  # not cv2.imread: it cannot open non-ASCII paths on Windows
-    except OSError as exc:
-        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
-    flag = cv2.IMREAD_COLOR if kind == "rgb" else cv2.IMREAD_GRAYSCALE
-    image = cv2.imdecode(raw, flag) if raw.size else None
-    if image is None:
-        raise PriorPathError(f"{path}: not a readable PNG image")
+    image = decode_image_file(path, cv2.IMREAD_COLOR if kind == "rgb" else cv2.IMREAD_GRAYSCALE)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if kind == "rgb" else image
 
 

@@ -98,6 +98,21 @@ def ensure_writable_dir(folder: Path) -> None:
         raise PriorPathError(f"{folder}: output folder is not writable ({describe_os_error(exc)})") from exc
 
 
+def decode_image_file(path: Union[str, Path], flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """Decode an image file with OpenCV, or raise a PriorPathError that names the file and the problem.
+
+    Read as bytes first: ``cv2.imread`` cannot open non-ASCII paths on Windows and says nothing on failure.
+    """
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
+    image = cv2.imdecode(raw, flags) if raw.size else None
+    if image is None:
+        raise PriorPathError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
+    return image
+
+
 def describe_os_error(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return "no space left on device"

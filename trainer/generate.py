@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-import cv2
 import numpy as np
 
 from .data import labelme
 from .errors import Cancelled, PriorPathError
-from .fileio import describe_os_error, ensure_writable_dir, find_files, remove_stale_temporaries, write_png
+from .fileio import decode_image_file, ensure_writable_dir, find_files, remove_stale_temporaries, write_png
 from .inference import Engine, check_mask
 from .jobs import CancelToken, ProgressFn, check, no_progress
 
@@ -27,13 +26,7 @@ def read_coarse(path: Union[str, Path]) -> np.ndarray:
     if path.suffix.lower() == ".json":
         mask = labelme.read_labelme(path)
     else:
-        try:
-            raw = np.fromfile(path, np.uint8)
-        except OSError as exc:
-            raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
-        image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-        if image is None:
-            raise PriorPathError(f"{path}: not a readable image")
+        image = decode_image_file(path)
         if image.ndim == 3:
             colour = image[..., :3]
             if not (colour == colour[..., :1]).all():

@@ -98,7 +98,7 @@ def test_damaged_autosave_is_a_clear_error(tmp_path):
     saver.info_path.write_text("{broken")
     info = Autosaver(tmp_path).recoverable()
     assert info is not None and info.source is None
-    with pytest.raises(PriorPathError, match="damaged"):
+    with pytest.raises(PriorPathError, match="autosaved mask is damaged"):
         Autosaver(tmp_path).recover()
 
 

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from ..errors import PriorPathError
-from ..fileio import (atomic_write_text, describe_os_error, ensure_writable_dir, find_files,
-                      remove_stale_temporaries, write_png)
+from ..fileio import (atomic_write_text, decode_image_file, describe_os_error, ensure_writable_dir,
+                      find_files, remove_stale_temporaries, write_png)
 from ..jobs import CancelToken, ProgressFn, check, no_progress
 from . import labelme
 from .masks import luma
@@ -69,13 +69,7 @@ def load_sketch(path: Union[str, Path], allow_empty: bool = False) -> np.ndarray
 
 
 def _read_image_sketch(path: Path) -> np.ndarray:
-    try:
-        raw = np.fromfile(path, np.uint8)  # not cv2.imread: it cannot open non-ASCII paths on Windows
-    except OSError as exc:
-        raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-    if image is None:
-        raise PriorPathError(f"{path}: not a readable image (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
+    image = decode_image_file(path)
     alpha = None
     if image.ndim == 3:
         channels = image.shape[2]
