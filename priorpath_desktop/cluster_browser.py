@@ -41,7 +41,7 @@ MAX_K = 30
 AUTO = 1  # the k spin box's "auto" value (k itself starts at 2)
 MEMBERS_STRETCH, PREVIEWS_STRETCH = 3, 1  # the member list gets most of the page's height
 PREVIEW_MIN = (40, 48)  # (h, w): small, so the dock's width never depends on what is shown
-ALL_TISSUE = "this coarse mask is all tissue: erase some air to see a fine mask"
+ALL_TISSUE = "this coarse mask is all tissue: there is no layout to sketch from"
 NO_TISSUE = "this coarse mask has no tissue: draw some to see a fine mask"
 SKETCH_TIP = "Replace the canvas with this coarse mask (undoable)"
 

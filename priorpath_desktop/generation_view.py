@@ -393,8 +393,9 @@ class GenerationView(QWidget):
             self._timer.stop()
             self._cancel_preview()
             self.panes["coarse"].show_image(mask)
-            self.panes["fine"].show_image(None)
-            self.panes["rgb"].show_image(None)
+            for name in ("fine", "rgb"):
+                self.panes[name].show_image(None)
+                self.panes[name].view.set_placeholder(hint)  # not a stale "RGB stage off"
             self._shown = None
             self._refresh_save_all()
             self._set_status(hint)
@@ -479,7 +480,7 @@ class GenerationView(QWidget):
             self.panes["rgb"].show_image(sample.rgb, f"seed {sample.seed}")
         else:
             self.panes["rgb"].show_image(None)
-            self.panes["rgb"].view.set_placeholder("no RGB model loaded")
+            self.panes["rgb"].view.set_placeholder("RGB stage off (Models menu)")
         self._shown = sample
         self._refresh_save_all()
 

@@ -284,6 +284,7 @@ class MainWindow(QMainWindow):
         form.addRow("Width", width)
         note = QLabel()
         note.setWordWrap(True)
+        dialog.setMinimumWidth(440)  # room for the large-size warning, which wraps
 
         def describe_size() -> None:
             pixels = height.value() * width.value()
@@ -291,6 +292,7 @@ class MainWindow(QMainWindow):
                          f"A large sketch: the models run on it tile by tile, so each preview takes about "
                          f"{pixels / (512 * 1024):.0f}x as long as at 512x1024 (where the RGB takes about 2 s "
                          f"on a CPU). Turn Auto preview off and use Generate while you draw.")
+            dialog.adjustSize()
 
         height.valueChanged.connect(describe_size)
         width.valueChanged.connect(describe_size)

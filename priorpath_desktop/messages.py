@@ -21,7 +21,7 @@ def show_error(parent: Optional[QWidget], title: str, message: str) -> QMessageB
 
 
 def show_info(parent: Optional[QWidget], title: str, message: str) -> QMessageBox:
-    log.info("%s: %s", title, message)
+    log.info("shown: %s", title)  # the text may be a page of HTML help
     return _open(parent, QMessageBox.Icon.Information, title, message)
 
 

@@ -21,7 +21,7 @@ from trainer.data.prepare import parse_size
 from trainer.errors import PriorPathError
 from trainer.models import REGISTRY
 from trainer.runs import (
-    EVAL_REPORT, EVENTS, EventFollower, RunInfo, available_devices, check_dataset, default_run_dir,
+    EVAL_REPORT, EVENTS, EventFollower, RunInfo, available_devices, check_dataset, default_run_dir, finished_step,
     eval_commands, format_duration, latest_checkpoint, model_role, read_eval_report, read_run_info,
     resume_args, summarize, train_args,
 )
@@ -231,7 +231,7 @@ class TrainingPanel(QWidget):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.loss_plot, "Losses")
+        self.tabs.addTab(self.loss_plot, "Curves")
         self.tabs.addTab(self.sample_view, "Samples")
         self.tabs.addTab(evaluation, "Evaluation")
         self.tabs.addTab(self.log_view, "Log")
@@ -342,7 +342,14 @@ class TrainingPanel(QWidget):
         if latest_checkpoint(run) is None:
             show_error(self, "Resume training", f"{run}: no checkpoint to resume from")
             return
-        args = resume_args(run, self.device_combo.currentText(), self.max_steps_spin.value())
+        finished = finished_step(run)
+        more = self.max_steps_spin.value()
+        if finished is not None and more <= finished:
+            self.run_status.setText(f"this run finished at step {finished}: set Max steps above {finished} to train "
+                                    f"it further, or Start a new run")
+            self.statusMessage.emit(self.run_status.text())
+            return
+        args = resume_args(run, self.device_combo.currentText(), more)
         self._launch(args, run, f"resuming {run}")
 
     def stop(self) -> None:

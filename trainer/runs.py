@@ -203,6 +203,15 @@ class RunInfo:
         return self.config.get("data") or None
 
 
+def finished_step(run_dir: Path) -> Optional[int]:
+    """The step a run ended at when its log's last event is ``end`` (it completed), else None."""
+    from .events import read_events
+
+    path = Path(run_dir) / EVENTS
+    events = read_events(path) if path.is_file() else []
+    return int(events[-1]["step"]) if events and events[-1].get("type") == "end" else None
+
+
 def read_run_info(run_dir: Path) -> Optional[RunInfo]:
     """The run's latest checkpoint header, or None when it has none; a corrupt one raises PriorPathError."""
     from .checkpoint import load_checkpoint

@@ -282,3 +282,8 @@ def test_cancel_during_the_rgb_stage_leaves_captions_that_match_the_images(qtbot
     finally:
         gates[-1].set()
         engine.rgb = real_rgb
+
+
+def test_a_hint_replaces_the_panes_placeholders(qtbot, view):
+    view.request_preview(np.zeros((64, 128), np.uint8))
+    assert view.panes["rgb"].view.placeholder() == EMPTY_HINT == view.panes["fine"].view.placeholder()

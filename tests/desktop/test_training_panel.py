@@ -122,6 +122,8 @@ def test_analogy_run_from_the_panel_then_adopt(qtbot, panel, small_data, tmp_pat
     assert checkpoint.is_file()
     assert panel.resume_button.isEnabled() and panel.evaluate_button.isEnabled()
     assert panel.adopt_button.isEnabled() and not panel.stop_button.isEnabled()
+    panel.resume()  # a finished run: nothing to continue, and the panel says how to go on
+    assert not panel.is_running() and f"finished at step {PATCHES}" in panel.run_status.text()
 
     with qtbot.waitSignal(panel.adoptRequested, timeout=2000) as adopted:
         panel.adopt_button.click()

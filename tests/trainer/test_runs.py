@@ -19,7 +19,7 @@ from trainer.metrics.report import CSV_COLUMNS
 from trainer.models import REGISTRY
 from trainer.runs import (
     COUNTERS, EVAL_GENERATED, EVAL_REPORT, EventFollower, check_dataset, counter_label, default_run_dir,
-    eval_commands, format_duration, loss_series, model_role, moving_average, read_eval_report, read_run_info,
+    eval_commands, finished_step, format_duration, loss_series, model_role, moving_average, read_eval_report, read_run_info,
     resume_args, split_losses_and_counters, summarize, train_args,
 )
 from trainer.train import train
@@ -221,3 +221,16 @@ def test_counters_are_told_apart_from_losses():
     assert counter_label(["windows"]) == "windows collected"
     assert counter_label(["windows", "images"]) == "count"
     assert set(COUNTERS) == {"windows"}  # the analogy model's reservoir size; every other model reports losses
+
+
+def test_finished_step_only_for_a_run_whose_log_ends_with_end(tmp_path):
+    assert finished_step(tmp_path) is None  # no log yet
+    log = EventLog(tmp_path / "events.jsonl")
+    log.emit("start", 0, 0.0)
+    log.emit("cancelled", 3, 1.0)
+    log.close()
+    assert finished_step(tmp_path) is None  # stopped: Resume has work to do
+    log = EventLog(tmp_path / "events.jsonl")
+    log.emit("end", 8, 2.0)
+    log.close()
+    assert finished_step(tmp_path) == 8
