@@ -186,7 +186,10 @@ class ClusterBrowser(QWidget):
         self.summary_label.setWordWrap(True)
         self.tiles = self._icon_list(QSize(TILE_CELL[1], EXEMPLARS_PER_TILE * (TILE_CELL[0] + 2)))
         self.tiles.setToolTip("Double-click (or Enter) a cluster to page through its masks")
+        # one click opens a cluster (a tile has nothing else to do); Enter works from the keyboard
         self.tiles.itemActivated.connect(lambda item: self.open_cluster(item.data(Qt.ItemDataRole.UserRole)))
+        self.tiles.itemClicked.connect(lambda item: self.open_cluster(item.data(Qt.ItemDataRole.UserRole)))
+        self.tiles.setToolTip("Click a cluster to page through its masks")
         overview = QWidget()
         lay = QVBoxLayout(overview)
         lay.setContentsMargins(0, 0, 0, 0)

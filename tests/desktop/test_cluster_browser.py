@@ -278,3 +278,13 @@ def test_an_all_tissue_coarse_mask_cannot_start_a_sketch(qtbot, browser, sample_
     browser.statusMessage.connect(messages.append)
     browser.start_sketch()  # called from code anyway: no sketch, the reason instead
     assert sketches == [] and messages == [ALL_TISSUE]
+
+
+def test_one_click_on_a_cluster_tile_opens_it(qtbot, browser, sample_patches):
+    result = _cluster(qtbot, browser, sample_patches, k=2)
+    small = min(range(result.k), key=lambda c: result.counts[c])
+    browser.resize(420, 600)
+    browser.show()
+    rect = browser.tiles.visualItemRect(browser.tiles.item(small))
+    qtbot.mouseClick(browser.tiles.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert browser.current_cluster() == small and browser.stack.currentIndex() == 1
