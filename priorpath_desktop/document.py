@@ -32,6 +32,9 @@ StepListener = Callable[[], None]
 TISSUE, AIR = 255, 0
 MIN_SIDE, MAX_SIDE = 16, 20000
 DEFAULT_UNDO_DEPTH = 200
+#: Undo history is also capped in bytes: inverting a 20000x20000 mask is a 100 MB step (one bit per pixel,
+#: before and after), so 200 of them would not fit in memory. The newest step is always kept.
+UNDO_BUDGET_BYTES = 512 * 1024 * 1024
 OPEN_SUFFIXES = IMAGE_SUFFIXES | {".json"}
 _TILE = 64
 _SHIFT = 4  # fixed-point bits for OpenCV drawing: centres and radii kept to 1/16 pixel
@@ -140,12 +143,14 @@ class MaskDocument:
 
     _step_ids = itertools.count(1)
 
-    def __init__(self, height: int, width: int, undo_depth: int = DEFAULT_UNDO_DEPTH):
+    def __init__(self, height: int, width: int, undo_depth: int = DEFAULT_UNDO_DEPTH,
+                 undo_budget: int = UNDO_BUDGET_BYTES):
         check_size(height, width)
         if undo_depth < 0:
             raise PriorPathError(f"undo depth must be 0 or more, got {undo_depth}")
         self._mask = np.zeros((int(height), int(width)), np.uint8)
         self.undo_depth = int(undo_depth)
+        self.undo_budget = int(undo_budget)
         self.path: Optional[Path] = None
         self.version = 0
         self._undo: deque[tuple[int, object]] = deque()
@@ -458,14 +463,25 @@ class MaskDocument:
     def _push(self, step) -> None:
         self._redo.clear()
         self._undo.append((next(self._step_ids), step))
-        while len(self._undo) > self.undo_depth:
+        held = sum(_step_bytes(s) for _, s in self._undo)
+        while len(self._undo) > self.undo_depth or (held > self.undo_budget and len(self._undo) > 1):
             # the oldest step becomes the base state: remember which id that is for ``dirty``
-            self._base_state = self._undo.popleft()[0]
+            state, oldest = self._undo.popleft()
+            self._base_state = state
+            held -= _step_bytes(oldest)
+
+    def undo_bytes(self) -> int:
+        """Memory held by the undo history (packed bits)."""
+        return sum(_step_bytes(s) for _, s in self._undo)
 
     def _clip(self, rect: Rect) -> Optional[Rect]:
         x0, y0, x1, y1 = rect
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
         return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def _step_bytes(step) -> int:
+    return step.before.nbytes + step.after.nbytes
 
 
 def _bbox(on: np.ndarray) -> Optional[Rect]:

@@ -225,3 +225,19 @@ def test_an_empty_mask_saved_earlier_reopens(tmp_path):
     doc.save_png(tmp_path / "blank.png")
     again = MaskDocument.open(tmp_path / "blank.png")
     assert again.shape == (32, 48) and not again.mask.any()
+
+
+def test_undo_history_is_capped_in_bytes_as_well_as_steps():
+    doc = MaskDocument(256, 256, undo_depth=200, undo_budget=3 * 2 * 256 * 256 // 8)  # room for 3 inverts
+    states = [doc.mask.copy()]
+    for _ in range(5):
+        doc.invert()  # each step: the whole mask before and after, one bit per pixel
+        states.append(doc.mask.copy())
+    assert doc.undo_bytes() <= doc.undo_budget
+    undone = 0
+    while doc.undo() is not None:
+        undone += 1
+    assert undone == 3 and np.array_equal(doc.mask, states[2])
+    big = MaskDocument(256, 256, undo_budget=10)  # smaller than any step: the newest is still kept
+    big.invert()
+    assert big.can_undo
