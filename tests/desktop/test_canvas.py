@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
-from PySide6.QtGui import QColor, QInputDevice, QMouseEvent, QPointingDevice, QTabletEvent, QWheelEvent
+from PySide6.QtGui import (QColor, QInputDevice, QMouseEvent, QNativeGestureEvent, QPointingDevice, QTabletEvent,
+                           QWheelEvent)
 from PySide6.QtWidgets import QApplication
 
 from priorpath_desktop.canvas import CanvasView, pressure_radius
@@ -218,6 +219,29 @@ def test_middle_drag_pans(canvas):
     mouse(canvas, QEvent.Type.MouseButtonRelease, QPointF(140, 110), Qt.MouseButton.MiddleButton)
     assert canvas.image_pos(QPointF(140, 110)) == pytest.approx(before)
     assert not canvas.document().mask.any()
+
+
+def test_space_drag_pans_instead_of_painting(canvas, qtbot):
+    canvas.setFocus()
+    before = canvas.image_pos(QPointF(100, 100))
+    qtbot.keyPress(canvas, Qt.Key.Key_Space)
+    mouse_stroke(canvas, [QPointF(100, 100), QPointF(130, 120), QPointF(160, 120)])
+    qtbot.keyRelease(canvas, Qt.Key.Key_Space)
+    assert canvas.image_pos(QPointF(160, 120)) == pytest.approx(before)
+    assert not canvas.document().mask.any()
+    mouse_stroke(canvas, [QPointF(100, 100), QPointF(160, 120)])  # Space released: the mouse paints again
+    assert canvas.document().mask.any()
+
+
+def test_a_touchpad_pinch_zooms_around_the_fingers(canvas):
+    anchor = QPointF(200, 120)
+    under = canvas.image_pos(anchor)
+    zoom = canvas.zoom()
+    ev = QNativeGestureEvent(Qt.NativeGestureType.ZoomNativeGesture, device(QPointingDevice.PointerType.Finger),
+                             2, anchor, anchor, canvas.mapToGlobal(anchor), 0.5, QPointF(0, 0))
+    QApplication.sendEvent(canvas, ev)
+    assert canvas.zoom() == pytest.approx(zoom * 1.5)
+    assert canvas.image_pos(anchor) == pytest.approx(under)  # the point under the fingers stays put
 
 
 def test_a_small_stroke_repaints_only_a_small_rectangle(qtbot):
