@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,14 @@ class Autosaver:
     def __init__(self, folder: Optional[Union[str, Path]] = None):
         self.folder = Path(folder) if folder is not None else default_folder()
         self.saves = 0  # how many times this session wrote (tests and the status bar read it)
+        # Writes come from the GUI thread and from a worker (large masks): one at a time, and a snapshot
+        # taken before the last discard() is dropped, so a saved or closed sketch is never "recovered".
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def snapshot_generation(self) -> int:
+        """Pass to ``save_mask`` with a snapshot taken now; a discard() in between cancels that write."""
+        return self._generation
 
     @property
     def mask_path(self) -> Path:
@@ -76,8 +85,17 @@ class Autosaver:
         """Write the document's mask now (on the calling thread)."""
         self.save_mask(doc.mask, doc.path, doc.version)
 
-    def save_mask(self, mask: np.ndarray, source: Optional[Union[str, Path]], version: int) -> None:
-        """Write ``mask`` (a snapshot the caller will not change meanwhile: safe from a worker thread)."""
+    def save_mask(self, mask: np.ndarray, source: Optional[Union[str, Path]], version: int,
+                  generation: Optional[int] = None) -> bool:
+        """Write ``mask`` (a snapshot the caller will not change meanwhile: safe from a worker thread).
+        False when a discard() since ``generation`` made the snapshot obsolete (nothing written)."""
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return False
+            self._write(mask, source, version)
+            return True
+
+    def _write(self, mask: np.ndarray, source, version: int) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -122,6 +140,11 @@ class Autosaver:
 
     def discard(self) -> None:
         """Forget the autosave (after an explicit save or a clean exit)."""
+        with self._lock:
+            self._generation += 1
+            self._remove_files()
+
+    def _remove_files(self) -> None:
         for p in (self.mask_path, self.info_path):
             try:
                 p.unlink()

@@ -604,7 +604,9 @@ class CanvasView(QWidget):
             self._autosave_jobs = LatestOnly(self)
             self._autosave_jobs.failed.connect(self._autosave_failed)
         snapshot, source, version = doc.mask.copy(), doc.path, doc.version
-        self._autosave_jobs.submit(lambda progress, cancel: saver.save_mask(snapshot, source, version), "autosave")
+        generation = saver.snapshot_generation()
+        self._autosave_jobs.submit(lambda progress, cancel: saver.save_mask(snapshot, source, version, generation),
+                                   "autosave")
 
     def autosave_idle(self) -> bool:
         """Whether every autosave requested so far has been written (background saves of large masks)."""

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QListView,
                                QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSizePolicy, QSpinBox,
                                QStackedWidget, QVBoxLayout, QWidget)
@@ -25,7 +25,7 @@ from trainer.clusters import (ClusterResult, bundled_sample_dataset, cluster_dat
 from trainer.data.masks import coarse_mask
 from trainer.jobs import CancelToken, ProgressFn, check
 
-from .image_view import ImageView
+from .image_view import ImageView, array_to_pixmap
 from .messages import show_error
 from .preferences import config_dir
 from .workers import Job, LatestOnly
@@ -53,17 +53,6 @@ def sketch_start_problem(coarse: np.ndarray) -> Optional[str]:
     if coarse.all():
         return ALL_TISSUE
     return None
-
-
-def to_pixmap(image: np.ndarray) -> QPixmap:
-    """A QPixmap of an HxW grey or HxWx3 RGB uint8 array (copied, so the array may go away)."""
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    h, w = image.shape[:2]
-    if image.ndim == 2:
-        qimage = QImage(image.data, w, h, w, QImage.Format.Format_Grayscale8)
-    else:
-        qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(qimage.copy())
 
 
 # --- jobs (Qt-free functions run by workers) -----------------------------------------------------------
@@ -185,7 +174,6 @@ class ClusterBrowser(QWidget):
         self.summary_label = QLabel("No clusters yet")
         self.summary_label.setWordWrap(True)
         self.tiles = self._icon_list(QSize(TILE_CELL[1], EXEMPLARS_PER_TILE * (TILE_CELL[0] + 2)))
-        self.tiles.setToolTip("Double-click (or Enter) a cluster to page through its masks")
         # one click opens a cluster (a tile has nothing else to do); Enter works from the keyboard
         self.tiles.itemActivated.connect(lambda item: self.open_cluster(item.data(Qt.ItemDataRole.UserRole)))
         self.tiles.itemClicked.connect(lambda item: self.open_cluster(item.data(Qt.ItemDataRole.UserRole)))
@@ -334,6 +322,8 @@ class ClusterBrowser(QWidget):
         """Show one cluster's masks, nearest its centroid first, from the first page."""
         if self._result is None or not 0 <= cluster < self._result.k:
             return
+        if self.stack.currentIndex() == 1 and self._cluster == cluster:
+            return  # already open (a click and an activation can both arrive for one click)
         self._cluster = cluster
         self._members = self._result.members(cluster)
         self.cluster_label.setText(f"Cluster {cluster + 1} · {len(self._members)} masks")
@@ -462,7 +452,7 @@ class ClusterBrowser(QWidget):
     def _fill_tiles(self, result: ClusterResult, tiles: list[np.ndarray]) -> None:
         self.tiles.clear()
         for c, (count, tile) in enumerate(zip(result.counts, tiles)):
-            item = QListWidgetItem(QIcon(to_pixmap(tile)), f"Cluster {c + 1} · {count} masks")
+            item = QListWidgetItem(QIcon(array_to_pixmap(tile)), f"Cluster {c + 1} · {count} masks")
             item.setData(Qt.ItemDataRole.UserRole, c)
             item.setToolTip(f"{count} masks; exemplars: " + ", ".join(result.members(c)[:EXEMPLARS_PER_TILE]))
             self.tiles.addItem(item)
@@ -474,7 +464,7 @@ class ClusterBrowser(QWidget):
             return
         self.members_list.clear()
         for stem, thumb in thumbs:
-            item = QListWidgetItem(QIcon(to_pixmap(thumb)), "")
+            item = QListWidgetItem(QIcon(array_to_pixmap(thumb)), "")
             item.setData(Qt.ItemDataRole.UserRole, stem)
             item.setToolTip(stem)
             self.members_list.addItem(item)

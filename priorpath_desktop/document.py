@@ -496,8 +496,8 @@ def _refuse_colour(path: Path) -> None:
     """A clear error for a colour picture opened as a mask (load_sketch would silently threshold it)."""
     image = decode_image_file(path)
     if image.ndim == 3 and image.shape[2] >= 3:
-        colour = image[..., :3].astype(np.int32)
-        spread = (colour.max(axis=2) - colour.min(axis=2)).max()
+        colour = image[..., :3]
+        spread = (colour.max(axis=2) - colour.min(axis=2)).max()  # max >= min: no unsigned wrap-around
         if spread > _COLOUR_TOLERANCE * (257 if image.dtype == np.uint16 else 1):
             raise PriorPathError(f"{path}: is a colour image, not a mask (white tissue on black air); "
                                  "load it as an underlay to trace over it instead")

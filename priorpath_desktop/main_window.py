@@ -55,7 +55,6 @@ class MainWindow(QMainWindow):
         self.device = device or self.prefs.device
         self.dataset = dataset or self.prefs.dataset
         self.ask_before_discarding = True  # tests switch the close/new confirmations off
-        self._open_job: Optional[Job] = None
 
         self.setWindowIcon(app_icon())
         self.document = MaskDocument(*self.prefs.canvas_size, undo_depth=self.prefs.undo_depth)
@@ -70,7 +69,7 @@ class MainWindow(QMainWindow):
 
         self.tools = ToolPanel(self.canvas)
         self.clusters = ClusterBrowser(self)
-        self.generation = GenerationView(self)
+        self.generation = GenerationView(self, preferences=self.prefs)
         self.generation.set_preview_delay(self.prefs.preview_delay_ms)
         self.training = TrainingPanel(self)
         self.docks = {
@@ -199,9 +198,12 @@ class MainWindow(QMainWindow):
         self._prefs_timer.start()
 
     def _save_prefs(self) -> None:
+        self.prefs.underlay_opacity = self.canvas.underlay_opacity()
+        self.prefs.seed = self.generation.seed()
+        self.prefs.variations = self.generation.variations_spin.value()
         try:
             self.prefs.save()
-        except OSError as exc:  # a full or read-only disk must not interrupt the drawing
+        except (OSError, PriorPathError) as exc:  # a full or read-only disk must not interrupt the drawing
             log.warning("preferences not saved: %s", exc)
 
     # --- start-up ---------------------------------------------------------------------------------------------
@@ -256,14 +258,13 @@ class MainWindow(QMainWindow):
         if not keep_autosave:
             self.autosaver.discard()
         self.document = document
-        self.canvas.set_document(document)
-        self.canvas.fit_to_window()
+        self.canvas.set_document(document)  # fits the new mask to the window
         self._on_edited()
 
     def _on_edited(self) -> None:
         """After every completed edit (the canvas has already autosaved it): title and live preview."""
         self._update_title()
-        self.generation.request_preview(np.array(self.document.mask, copy=True))
+        self.generation.request_preview(self.document.mask)  # the view keeps its own copy
 
     def start_from_mask(self, mask: np.ndarray) -> None:
         """A coarse mask from the cluster browser becomes the sketch (one undoable step)."""
@@ -328,12 +329,21 @@ class MainWindow(QMainWindow):
     def open_path(self, path: Path) -> None:
         """Read the file in a worker (a large TIFF takes a while); errors name the file."""
         path = Path(path)
-        job = Job(lambda progress, cancel: MaskDocument.open(path, undo_depth=self.prefs.undo_depth), "open", self)
-        job.finished.connect(lambda document: self._opened(document, path))
-        job.failed.connect(lambda message: show_error(self, "Cannot open mask", message))
-        self._open_job = job.start()
+        edits = (self.document, self.document.version)  # strokes drawn while the file loads are asked about
+        self._run_job(lambda progress, cancel: MaskDocument.open(path, undo_depth=self.prefs.undo_depth), "open",
+                      lambda document: self._opened(document, path, edits), "Cannot open mask")
 
-    def _opened(self, document: MaskDocument, path: Path) -> None:
+    def _run_job(self, fn, name: str, on_result, error_title: str) -> Job:
+        job = Job(fn, name, self)
+        job.finished.connect(on_result)
+        job.failed.connect(lambda message: show_error(self, error_title, message))
+        for ended in (job.finished, job.failed, job.cancelled):
+            ended.connect(job.deleteLater)
+        return job.start()
+
+    def _opened(self, document: MaskDocument, path: Path, edits: tuple) -> None:
+        if (self.document, self.document.version) != edits and not self._may_discard():
+            return  # the user drew meanwhile and wants to keep it
         if path.suffix.lower() == ".json":
             document.path = None  # a Labelme import is saved as a new PNG, never over the JSON
         self._set_document(document)
@@ -375,10 +385,8 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Underlay image", self._last_folder(),
                                               "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
         if path:
-            job = Job(lambda progress, cancel: read_image(path), "underlay", self)
-            job.finished.connect(self.canvas.set_underlay)
-            job.failed.connect(lambda message: show_error(self, "Cannot load underlay", message))
-            self._open_job = job.start()
+            self._run_job(lambda progress, cancel: read_image(path), "underlay", self.canvas.set_underlay,
+                          "Cannot load underlay")
 
     def _may_discard(self) -> bool:
         """True when the sketch is saved, or the user agrees to lose (or saves) the changes."""

@@ -174,3 +174,9 @@ class PrepareDialog(QDialog):
         if self.process.is_running():
             self.process.stop()
         super().closeEvent(event)
+
+    def reject(self) -> None:
+        """Esc or Close: a running preparation is stopped first (rerunning it later continues it)."""
+        if self.process.is_running():
+            self.process.stop()
+        super().reject()

@@ -81,6 +81,8 @@ class TrainerProcess(QObject):
         self.args = list(args) + ([] if progress else ["--no-progress"])
         self.tail.clear()
         self._buffer, self._stop_kind, self._reported, self.start_error = "", None, False, None
+        if self._proc is not None:
+            self._proc.deleteLater()  # the previous (finished) child's QProcess
         proc = QProcess(self)
         proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         proc.setProcessEnvironment(self._environment(env))

@@ -451,6 +451,10 @@ class TrainingPanel(QWidget):
         self.run_status.setText(f"{message} — starting…")
         self._log(message)
         self._log(f"$ priorpath {' '.join(args)}")
+        try:  # an old stop request must not end the new child (the trainer also ignores stale ones)
+            (run / STOP_FILE).unlink(missing_ok=True)
+        except OSError:
+            pass
         self.train_process.start(args, env=self.child_env)
         self._set_state("running")
         self.timer.start()

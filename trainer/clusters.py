@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -242,6 +243,9 @@ def mosaic(images: Sequence[np.ndarray], columns: int, gap: int = 2, fill: int =
     return out
 
 
+_SAMPLE_LOCK = threading.Lock()
+
+
 def bundled_sample_dataset(cache_root: Union[str, Path], progress: ProgressFn = no_progress,
                            cancel: Optional[CancelToken] = None) -> Path:
     """The bundled H&E sample, prepared into ``cache_root/sample_he`` on first use; returns that folder.
@@ -253,8 +257,9 @@ def bundled_sample_dataset(cache_root: Union[str, Path], progress: ProgressFn = 
     from .inference import resources_dir
 
     out = Path(cache_root) / "sample_he"
-    prepare([resources_dir() / "sample" / "he"], out, PrepareSettings(stain="he", patch=(256, 512)),
-            progress=progress, cancel=cancel)
+    with _SAMPLE_LOCK:  # a recluster may start while a cancelled preparation is still finishing its patch
+        prepare([resources_dir() / "sample" / "he"], out, PrepareSettings(stain="he", patch=(256, 512)),
+                progress=progress, cancel=cancel)
     return out
 
 

@@ -34,8 +34,11 @@ def atomic_write_with(path: Path, writer: Callable[[Path], None], durable: bool 
     For libraries that write to a path themselves (safetensors), so large files need no extra copy in memory.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
-    os.close(fd)
+    try:  # creating the temporary file fails like the write would (full disk, read-only folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise PriorPathError(f"{path}: cannot write ({describe_os_error(exc)})") from exc
     try:
         writer(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 LATEST = "latest.safetensors"
 PREVIEW_ITEMS = 4
 STOP_FILE = "STOP"  # created in the run folder by a GUI to ask for a clean stop after the current step
+#: A STOP file older than this process is stale (left by a GUI that crashed): a request made while this
+#: process was still starting (loading data, building the model) counts, one from before does not.
+_PROCESS_STARTED = time.time()
 
 
 @dataclass
@@ -286,8 +289,6 @@ class Trainer:
         self.start_time = time.perf_counter()
         losses: dict[str, float] = {}
         kind = "resume" if self.step else "start"
-        if self.dist.main:
-            (self.run_dir / STOP_FILE).unlink(missing_ok=True)  # a stale request from the last run
         self.events.emit(kind, self.step, self.seconds(), model=c.model, total_steps=self.total_steps,
                          steps_per_epoch=self.steps_per_epoch, device=str(self.device), world=self.dist.world,
                          size=list(self.size))
@@ -358,7 +359,7 @@ class Trainer:
 
     def _cancel_requested(self) -> bool:
         # The stop file works where signals don't reach a child process cleanly (Windows consoles).
-        flag = self.cancel.cancelled or (self.dist.main and (self.run_dir / STOP_FILE).exists())
+        flag = self.cancel.cancelled or (self.dist.main and _stop_requested(self.run_dir))
         if self.dist.enabled:  # every rank must stop at the same step, or the collectives would hang
             import torch.distributed as tdist
 
@@ -431,3 +432,10 @@ def _wait_for_all_ranks(dist: Distributed) -> None:
         import torch.distributed as tdist
 
         tdist.barrier()
+
+
+def _stop_requested(run_dir: Path) -> bool:
+    try:
+        return (run_dir / STOP_FILE).stat().st_mtime >= _PROCESS_STARTED - 1.0  # 1 s: coarse file clocks
+    except OSError:
+        return False

@@ -126,3 +126,16 @@ def test_a_failing_autosave_is_reported_once(view, tmp_path, qtbot):
     assert len(boxes) == 1 and "Autosave failed" in boxes[0].windowTitle()
     assert view.document().version == 2  # drawing went on
     boxes[0].close()
+
+
+def test_a_snapshot_taken_before_a_discard_is_never_written(tmp_path):
+    """A large mask's autosave runs in a worker; a save or clean close that discards meanwhile wins."""
+    saver = Autosaver(tmp_path)
+    doc = MaskDocument(32, 32)
+    doc.stamp(16, 16, 5, 255)
+    generation = saver.snapshot_generation()
+    saver.discard()  # e.g. the user saved while the worker was still encoding
+    assert not saver.save_mask(np.array(doc.mask), None, doc.version, generation)
+    assert saver.recoverable() is None
+    assert saver.save_mask(np.array(doc.mask), None, doc.version, saver.snapshot_generation())
+    assert saver.recoverable() is not None

@@ -10,6 +10,7 @@ import pytest
 from PySide6.QtCore import QPointF
 from PySide6.QtWidgets import QMessageBox
 
+from priorpath_desktop.document import MaskDocument
 from priorpath_desktop.main_window import MainWindow
 from priorpath_desktop.messages import open_messages
 from priorpath_desktop.preferences import Preferences
@@ -171,3 +172,25 @@ def test_the_training_panel_starts_on_the_shown_dataset_and_remembers_its_form(q
     again = make_window(qtbot, str(engine_models["analogy"]), "none")
     assert again.training.settings()["model"] == "pix2pix"
     again.close()
+
+
+def test_strokes_drawn_while_a_file_loads_are_not_silently_lost(qtbot, window, tmp_path, monkeypatch):
+    other = MaskDocument(64, 128)
+    other.stamp(10, 10, 5, 255)
+    other.save_png(tmp_path / "other.png")
+    window.ask_before_discarding = True
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Cancel)
+    window.open_path(tmp_path / "other.png")
+    pen_sketch(window)  # before the loaded file arrives (its signal waits for the event loop)
+    drawn = np.array(window.document.mask)
+    qtbot.waitUntil(lambda: bool(asked), timeout=WAIT)
+    assert np.array_equal(window.document.mask, drawn)  # the user chose to keep the strokes
+
+
+def test_an_unwritable_preferences_file_does_not_break_the_window(qtbot, window, private_config):
+    (private_config / "preferences.json").unlink()
+    (private_config / "preferences.json").mkdir()  # cannot be replaced by a file
+    window._save_prefs()  # logged, not raised
+    window.close()
+    assert window.isHidden()

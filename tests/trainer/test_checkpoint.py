@@ -106,3 +106,17 @@ def test_foreign_safetensors_and_foreign_architectures(saved, tmp_path):
     ckpt.tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith("net.D.blocks.0")}
     with pytest.raises(PriorPathError, match=r"network D of pix2pix: 2 missing"):
         ckpt.build_model()
+
+
+def test_a_temporary_file_that_cannot_be_created_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from trainer.fileio import atomic_write_bytes
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(PriorPathError, match="no space left on device"):
+        atomic_write_bytes(tmp_path / "x.bin", b"data")

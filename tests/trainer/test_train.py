@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -93,7 +94,9 @@ def test_a_stop_file_in_the_run_folder_stops_cleanly_and_a_resume_ignores_it(he_
     with pytest.raises(Cancelled, match="step 2"):
         train(tiny_config(he_patches, max_steps=6), run, progress=progress)
     assert (run / STOP_FILE).exists()  # left behind, as after a crash of the GUI
-    assert train(resume_config(run, {}), run, resume=True).step == 6  # a stale stop file is cleared on start
+    an_hour_ago = time.time() - 3600
+    os.utime(run / STOP_FILE, (an_hour_ago, an_hour_ago))  # older than this process: stale
+    assert train(resume_config(run, {}), run, resume=True).step == 6
 
 
 def test_periodic_checkpoints_samples_and_events(he_patches, tmp_path):
