@@ -53,24 +53,38 @@ class LossPlot(QWidget):
         layout.addWidget(self.canvas, 1)
         layout.addLayout(controls)
         self.series: dict = {}
+        self._stale = False
         self._redraw()
 
     def set_events(self, events: Sequence[dict]) -> None:
         self.series = loss_series(events)
-        self._redraw()
+        if self.isVisible():
+            self._redraw()
+        else:  # a hidden tab is drawn when shown: a long run's curves cost a redraw every poll otherwise
+            self._stale = True
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if self._stale:
+            self._redraw()
 
     def clear(self) -> None:
         self.set_events([])
 
     def plotted(self) -> dict[str, int]:
         """curve name -> number of points drawn (what the axes hold now, losses and counters)."""
+        if self._stale:
+            self._redraw()
         return {line.get_label(): len(line.get_xdata()) for ax in self.figure.axes for line in ax.get_lines()}
 
     def axis_labels(self) -> list[str]:
         """The y-axis label of each plot, top to bottom (``loss`` and/or what the counters count)."""
+        if self._stale:
+            self._redraw()
         return [ax.get_ylabel() for ax in self.figure.axes]
 
     def _redraw(self) -> None:
+        self._stale = False
         self.figure.clear()
         losses, counters = split_losses_and_counters(self.series)
         panels = [(losses, "loss", True)] if losses or not counters else []
@@ -95,7 +109,7 @@ class LossPlot(QWidget):
         self.canvas.draw_idle()
 
 
-class ImageView(QLabel):
+class PictureLabel(QLabel):
     """A picture from a file, scaled to fit the label with its aspect ratio (samples, the t-SNE plot)."""
 
     def __init__(self, placeholder: str = "", parent: Optional[QWidget] = None):

@@ -28,7 +28,7 @@ from trainer.runs import (
 from trainer.train import STOP_FILE
 
 from .messages import show_error
-from .plots import ElidedLabel, ImageView, LossPlot, guard_wheel
+from .plots import ElidedLabel, LossPlot, PictureLabel, guard_wheel
 from .preferences import config_dir
 from .prepare_dialog import PrepareDialog, error_box
 from .trainer_process import TrainerProcess
@@ -219,10 +219,10 @@ class TrainingPanel(QWidget):
 
     def _build_results(self) -> QTabWidget:
         self.loss_plot = LossPlot()
-        self.sample_view = ImageView("no sample yet")
+        self.sample_view = PictureLabel("no sample yet")
         self.metrics_table = QTableWidget()
         self.metrics_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.tsne_view = ImageView("no t-SNE plot yet")
+        self.tsne_view = PictureLabel("no t-SNE plot yet")
         evaluation = QSplitter(Qt.Orientation.Horizontal)
         evaluation.addWidget(self.metrics_table)
         evaluation.addWidget(self.tsne_view)

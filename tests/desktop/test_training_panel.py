@@ -340,6 +340,7 @@ def _steps(*rows: dict) -> list[dict]:
 def test_counters_are_not_plotted_as_losses(qtbot):
     plot = LossPlot()
     qtbot.addWidget(plot)
+    plot.show()  # a hidden plot draws only when shown (next test)
     plot.set_events(_steps({"windows": 1000.0}, {"windows": 2000.0}, {"windows": 2000.0}))  # the analogy model
     assert [ax.get_ylabel() for ax in plot.figure.axes] == ["windows collected"]
     assert plot.plotted() == {"windows": 3}
@@ -354,6 +355,15 @@ def test_counters_are_not_plotted_as_losses(qtbot):
 
     plot.clear()
     assert [ax.get_ylabel() for ax in plot.figure.axes] == ["loss"] and plot.plotted() == {}
+
+
+def test_a_hidden_plot_draws_when_it_is_shown(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.set_events(_steps({"G": 2.0}, {"G": 1.0}))
+    assert not plot.figure.axes[0].get_lines()  # not drawn while nobody can see it
+    plot.show()
+    assert [line.get_label() for line in plot.figure.axes[0].get_lines()] == ["G"]
 
 
 def _wheel(widget: QWidget, steps: int = -2) -> None:
