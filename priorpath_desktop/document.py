@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from trainer.data import labelme
-from trainer.data.sketches import IMAGE_SUFFIXES, load_sketch
+from trainer.data.sketches import IMAGE_SUFFIXES, mask_from_image
 from trainer.errors import PriorPathError
 from trainer.fileio import atomic_write_bytes, decode_image_file, encode_png
 
@@ -189,9 +189,10 @@ class MaskDocument:
                                  f"(expected {', '.join(sorted(OPEN_SUFFIXES))})")
         if suffix == ".json":
             mask = labelme.read_labelme(path)
-        else:
-            _refuse_colour(path)
-            mask = load_sketch(path, allow_empty=True)  # a blank sketch saved earlier reopens
+        else:  # decoded once (a large TIFF takes a while); an all-air mask saved earlier reopens
+            image = decode_image_file(path)
+            _refuse_colour(image, path)
+            mask = mask_from_image(image)
         check_size(*mask.shape, what=str(path))
         return cls.from_array(mask, path, undo_depth)
 
@@ -492,9 +493,8 @@ def _bbox(on: np.ndarray) -> Optional[Rect]:
     return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
 
 
-def _refuse_colour(path: Path) -> None:
-    """A clear error for a colour picture opened as a mask (load_sketch would silently threshold it)."""
-    image = decode_image_file(path)
+def _refuse_colour(image: np.ndarray, path: Path) -> None:
+    """A clear error for a colour picture opened as a mask (thresholding it would silently make a mask)."""
     if image.ndim == 3 and image.shape[2] >= 3:
         colour = image[..., :3]
         spread = (colour.max(axis=2) - colour.min(axis=2)).max()  # max >= min: no unsigned wrap-around

@@ -62,14 +62,14 @@ def load_sketch(path: Union[str, Path], allow_empty: bool = False) -> np.ndarray
     if path.suffix.lower() == ".json":
         mask = labelme.read_labelme(path)
     else:
-        mask = _read_image_sketch(path)
+        mask = mask_from_image(decode_image_file(path))
     if not allow_empty and not mask.any():
         raise PriorPathError(f"{path}: sketch has no tissue (nothing brighter than grey 127)")
     return mask
 
 
-def _read_image_sketch(path: Path) -> np.ndarray:
-    image = decode_image_file(path)
+def mask_from_image(image: np.ndarray) -> np.ndarray:
+    """A decoded sketch image (OpenCV's channel order, any depth) as HxW uint8 0/255; see ``load_sketch``."""
     alpha = None
     if image.ndim == 3:
         channels = image.shape[2]
