@@ -297,12 +297,14 @@ class GenerationView(QWidget):
 
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListView.ViewMode.IconMode)
-        self.gallery.setFlow(QListView.Flow.TopToBottom)
-        self.gallery.setWrapping(False)
+        self.gallery.setFlow(QListView.Flow.LeftToRight)
+        self.gallery.setWrapping(True)  # two tiles a row: four variations visible side by side
+        self.gallery.setResizeMode(QListView.ResizeMode.Adjust)
         self.gallery.setMovement(QListView.Movement.Static)
         self.gallery.setIconSize(QSize(THUMB_WIDTH, THUMB_WIDTH))
+        self.gallery.setGridSize(QSize(THUMB_WIDTH + 12, THUMB_WIDTH + 24))
         # a column beside the panes, so the panes keep the dock's height; hidden until variations are asked for
-        self.gallery.setFixedWidth(THUMB_WIDTH + 36)
+        self.gallery.setFixedWidth(2 * (THUMB_WIDTH + 12) + 28)
         self.gallery.setVisible(False)
         self.gallery.itemClicked.connect(lambda item: self.choose_variation(item.data(Qt.ItemDataRole.UserRole)))
 
