@@ -51,7 +51,6 @@ class Preferences:
     preview_delay_ms: int = 250  # debounce between the last stroke and the preview
     seed: int = 0
     variations: int = 4
-    autosave_seconds: int = 2
     recent_files: list[str] = field(default_factory=list)
 
     @classmethod

@@ -48,11 +48,9 @@ class Job(QObject):
         self.fn = fn
         self.name = name
         self.token = CancelToken()
-        self.running = False
         self.done = False
 
     def start(self, pool: Optional[QThreadPool] = None) -> "Job":
-        self.running = True
         (pool or QThreadPool.globalInstance()).start(_Runnable(self))
         return self
 
@@ -80,7 +78,6 @@ class Job(QObject):
                 self._end(lambda: self.finished.emit(result))
 
     def _end(self, emit: Callable[[], None]) -> None:
-        self.running = False
         self.done = True
         try:
             emit()
