@@ -1,15 +1,20 @@
 """`priorpath-desktop`: start the application.
 
     priorpath-desktop [MASK] [--dataset DIR] [--mask-model CKPT] [--rgb-model CKPT|none] [--device D]
+    priorpath-desktop --self-test [--self-test-out DIR] [--mask-model CKPT] [--rgb-model CKPT] [--device D]
+    priorpath-desktop --run-trainer ARGS...
 
 Opens MASK (a PNG mask or a Labelme JSON) or a new sketch, the bundled sample in the cluster browser and
-the default models. ``--run-trainer ARGS`` runs the `priorpath` command line instead; the training panel
-uses it to start child processes from a frozen (PyInstaller) build, where there is no Python to run.
+the default models. ``--self-test`` checks the installation headlessly and exits (see ``self_test``).
+``--run-trainer ARGS`` runs the `priorpath` command line instead: the training panel uses it to start
+child processes from a frozen (PyInstaller) build, where there is no Python to run, and it is that
+build's command line.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -26,6 +31,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--mask-model", default=None, metavar="CKPT", help="coarse->fine checkpoint (default: bundled)")
     p.add_argument("--rgb-model", default=None, metavar="CKPT|none", help="fine->RGB checkpoint (default: bundled)")
     p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--self-test", action="store_true",
+                   help="check this installation without a display (models, generation, Qt, training child) "
+                        "and exit: 0 when all checks pass")
+    p.add_argument("--self-test-out", type=Path, default=None, metavar="DIR",
+                   help="keep the self-test's images (sketch, fine mask, RGB tile, window) in DIR")
     p.add_argument("--version", action="version", version=f"priorpath-desktop {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(list(argv))
@@ -33,6 +43,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _give_windowless_build_a_console()
     if argv[:1] == ["--run-trainer"]:
         from trainer.cli import main as trainer_main
         return trainer_main(argv[1:])
@@ -41,6 +52,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("pyvips").setLevel(logging.WARNING)  # one INFO line per libvips thread otherwise
+    if args.self_test:
+        from .self_test import run_self_test
+        return run_self_test(args.mask_model, args.rgb_model, args.device, args.self_test_out)
 
     from PySide6.QtWidgets import QApplication
 
@@ -57,6 +71,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     window.show()
     window.start(open_path=args.mask)
     return app.exec()
+
+
+def _give_windowless_build_a_console() -> None:
+    """A windowed Windows build started without redirection has no stdout/stderr (None); progress bars and
+    tracebacks would then fail on write. Send them to the null device instead."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))
 
 
 if __name__ == "__main__":

