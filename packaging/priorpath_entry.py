@@ -1,6 +1,9 @@
-"""Entry point PyInstaller freezes: the same `priorpath` command as the installed console script."""
+"""The script PyInstaller freezes: the desktop app, whose `--run-trainer ARGS` is the `priorpath` command line."""
+import multiprocessing
 import sys
 
-from trainer.cli import main
+if __name__ == "__main__":
+    multiprocessing.freeze_support()  # spawned workers (Windows, macOS) re-enter here and must not start the app
+    from priorpath_desktop.app import main
 
-sys.exit(main())
+    sys.exit(main())

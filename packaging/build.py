@@ -1,0 +1,128 @@
+"""Build the PriorPath Desktop bundle with PyInstaller, measure it and check it.
+
+    python packaging/build.py [--dist DIR] [--work DIR] [--no-check]
+
+Runs PyInstaller on ``packaging/priorpath.spec`` with the Python that runs this script (the project venv:
+``.venv/bin/python packaging/build.py``), so the bundle carries exactly the packages installed there, the
+CPU or the CUDA build of torch alike. The bundle lands in ``DIST/priorpath-desktop/`` (default
+``dist/``). Then the bundle's ``--self-test`` runs in a scrubbed environment (no venv or Python on PATH,
+no PYTHONPATH/PYTHONHOME, a temporary working folder), and the build time, the bundle's size with its
+largest parts, and the self-test's result are printed and written to ``DIST/priorpath-desktop-build.json``.
+Exit status: 0 when the build succeeded and the self-test passed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "packaging" / "priorpath.spec"
+NAME = "priorpath-desktop"
+
+
+def executable(bundle: Path) -> Path:
+    return bundle / (f"{NAME}.exe" if sys.platform == "win32" else NAME)
+
+
+def folder_size(path: Path) -> int:
+    """Bytes in files under ``path`` (symbolic links not followed, so nothing counts twice)."""
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def largest_parts(bundle: Path, count: int = 12) -> list[tuple[str, int]]:
+    """The biggest files and packages of the bundle: the second level under ``_internal`` for packages."""
+    internal = bundle / "_internal"
+    sizes: dict[str, int] = {}
+    for path in internal.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            parts = path.relative_to(internal).parts
+            key = "/".join(parts[:2]) if len(parts) > 2 else parts[0]
+            sizes[key] = sizes.get(key, 0) + path.lstat().st_size
+    return sorted(sizes.items(), key=lambda kv: -kv[1])[:count]
+
+
+def scrubbed_environment() -> dict[str, str]:
+    """The environment a user's desktop gives: no venv, no Python of ours on PATH, no Python variables."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA", "PRIORPATH_"))}
+    venv = Path(sys.prefix).resolve()
+    keep = [p for p in env.get("PATH", "").split(os.pathsep)
+            if p and not Path(p).resolve().is_relative_to(venv) and not (Path(p) / "python3").exists()
+            and not (Path(p) / "python.exe").exists()]
+    env["PATH"] = os.pathsep.join(keep)
+    return env
+
+
+def self_test(bundle: Path, out_dir: Optional[Path] = None, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the bundle's ``--self-test`` offscreen, outside the checkout, in the scrubbed environment."""
+    env = scrubbed_environment()
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    command = [str(executable(bundle)), "--self-test"] + (["--self-test-out", str(out_dir)] if out_dir else [])
+    with tempfile.TemporaryDirectory(prefix="priorpath-bundle-cwd-") as cwd:
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def build(dist: Path, work: Path) -> float:
+    """Run PyInstaller; seconds taken."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "PyInstaller", str(SPEC), "--noconfirm", "--clean", "--log-level", "WARN",
+                    "--distpath", str(dist), "--workpath", str(work)], cwd=ROOT, check=True)
+    return time.perf_counter() - started
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="where the bundle folder goes (default dist/)")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller", help="PyInstaller's work folder")
+    parser.add_argument("--no-check", action="store_true", help="skip the bundle's --self-test")
+    parser.add_argument("--self-test-out", type=Path, default=None, help="keep the self-test's images here")
+    args = parser.parse_args(argv)
+
+    dist, work = args.dist.resolve(), args.work.resolve()
+    bundle = dist / NAME
+    try:
+        import torch
+    except ImportError:
+        sys.exit(f"{sys.executable} has no torch: build with the project venv (.venv/bin/python packaging/build.py)")
+    print(f"building {bundle} with {sys.executable} (torch {torch.__version__}, "
+          f"{'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU build'})", flush=True)
+    try:
+        seconds = build(dist, work)
+    except subprocess.CalledProcessError as exc:
+        print(f"build failed: PyInstaller exited {exc.returncode}", file=sys.stderr)
+        return 1
+    size = folder_size(bundle)
+    report = {
+        "bundle": str(bundle), "platform": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "build_seconds": round(seconds, 1), "bundle_bytes": size,
+        "largest_parts": [{"path": p, "bytes": b} for p, b in largest_parts(bundle)],
+    }
+    print(f"built in {seconds:.0f} s: {bundle} holds {size / 2**20:.0f} MiB")
+    for path, nbytes in largest_parts(bundle):
+        print(f"  {nbytes / 2**20:7.1f} MiB  {path}")
+
+    status = 0
+    if not args.no_check:
+        started = time.perf_counter()
+        done = self_test(bundle, args.self_test_out)
+        report["self_test"] = {"exit_code": done.returncode, "seconds": round(time.perf_counter() - started, 1),
+                               "output": done.stdout}
+        print(done.stdout, end="")
+        if done.returncode != 0:
+            print(done.stderr[-4000:], file=sys.stderr, end="")
+            status = 1
+    (dist / f"{NAME}-build.json").write_text(json.dumps(report, indent=2) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
