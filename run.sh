@@ -5,6 +5,8 @@
 #                    dataset with the default models (out/sample/generated, out/sample/synthetic)
 #   ./run.sh app     set up .venv if needed, then open the desktop app (needs a display)
 #   ./run.sh test    set up .venv if needed, then run the test suite (extra args go to pytest)
+#   ./run.sh bundle  set up .venv if needed, then build the PyInstaller bundle in dist/priorpath-desktop/
+#                    and run its --self-test (extra args go to packaging/build.py)
 #   ./run.sh setup   only set up .venv
 # Torch: the CPU build is installed where no NVIDIA GPU is found (set PRIORPATH_TORCH_INDEX to a
 # package index URL to take torch from there, e.g. a CPU-only wheel index).
@@ -62,11 +64,14 @@ case "$cmd" in
     app)
         setup
         exec "$VENV/bin/priorpath-desktop" "$@" ;;
+    bundle)
+        setup
+        exec "$VENV/bin/python" packaging/build.py "$@" ;;
     test)
         setup
         export QT_QPA_PLATFORM=offscreen
         exec "$VENV/bin/python" -m pytest "$@" ;;
     *)
-        echo "usage: ./run.sh demo|app|test|setup [args]" >&2
+        echo "usage: ./run.sh demo|app|test|bundle|setup [args]" >&2
         exit 2 ;;
 esac

@@ -1,0 +1,45 @@
+"""packaging/build.py's helpers (the build itself is in test_bundle.py, marked slow)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_build_script():
+    spec = importlib.util.spec_from_file_location("priorpath_build", ROOT / "packaging" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_self_test_environment_has_no_venv_python_or_python_variables(monkeypatch, tmp_path):
+    build = load_build_script()
+    other_python = tmp_path / "pybin"
+    other_python.mkdir()
+    (other_python / "python3").write_text("")
+    plain = tmp_path / "tools"
+    plain.mkdir()
+    venv_bin = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(venv_bin), str(other_python), str(plain)]))
+    for name in ("PYTHONPATH", "VIRTUAL_ENV", "PRIORPATH_DESKTOP_HOME"):
+        monkeypatch.setenv(name, "x")
+    env = build.scrubbed_environment()
+    assert env["PATH"] == str(plain)
+    assert not {"PYTHONPATH", "VIRTUAL_ENV", "PRIORPATH_DESKTOP_HOME"} & set(env)
+
+
+def test_sizes_count_each_file_once_and_group_packages(tmp_path):
+    build = load_build_script()
+    internal = tmp_path / "bundle" / "_internal"
+    (internal / "torch" / "lib").mkdir(parents=True)
+    (internal / "torch" / "lib" / "libtorch.so").write_bytes(b"x" * 3000)
+    (internal / "torch" / "lib" / "libc10.so").write_bytes(b"x" * 1000)
+    (internal / "libpython.so").write_bytes(b"x" * 2000)
+    if hasattr(os, "symlink"):
+        os.symlink(internal / "libpython.so", internal / "libpython.so.1")  # not counted twice
+    assert build.folder_size(tmp_path / "bundle") == 6000
+    assert build.largest_parts(tmp_path / "bundle") == [("torch/lib", 4000), ("libpython.so", 2000)]
