@@ -1,12 +1,12 @@
 """Build the PriorPath Desktop bundle with PyInstaller, measure it and check it.
 
-    python packaging/build.py [--dist DIR] [--work DIR] [--no-check]
+    python packaging/build.py [--dist DIR] [--work DIR] [--no-check] [--self-test-out DIR]
 
 Runs PyInstaller on ``packaging/priorpath.spec`` with the Python that runs this script (the project venv:
 ``.venv/bin/python packaging/build.py``), so the bundle carries exactly the packages installed there, the
 CPU or the CUDA build of torch alike. The bundle lands in ``DIST/priorpath-desktop/`` (default
-``dist/``). Then the bundle's ``--self-test`` runs in a scrubbed environment (no venv or Python on PATH,
-no PYTHONPATH/PYTHONHOME, a temporary working folder), and the build time, the bundle's size with its
+``dist/``). Then the bundle's ``--self-test`` runs in a scrubbed environment (neither the venv nor the
+Python it was made from on PATH, no PYTHON*/VIRTUAL_ENV variables, a temporary working folder), and the build time, the bundle's size with its
 largest parts, and the self-test's result are printed and written to ``DIST/priorpath-desktop-build.json``.
 Exit status: 0 when the build succeeded and the self-test passed.
 """
@@ -26,6 +26,8 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "packaging" / "priorpath.spec"
 NAME = "priorpath-desktop"
+#: prefixes of the operating system's own Python: hiding them would hide the whole system
+SYSTEM_PREFIXES = {Path("/"), Path("/usr"), Path("/usr/local")}
 
 
 def executable(bundle: Path) -> Path:
@@ -50,24 +52,29 @@ def largest_parts(bundle: Path, count: int = 12) -> list[tuple[str, int]]:
 
 
 def scrubbed_environment() -> dict[str, str]:
-    """The environment a user's desktop gives: no venv, no Python of ours on PATH, no Python variables."""
+    """This environment without the venv and the Python it was made from: as a user's desktop gives it."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA", "PRIORPATH_"))}
-    venv = Path(sys.prefix).resolve()
-    keep = [p for p in env.get("PATH", "").split(os.pathsep)
-            if p and not Path(p).resolve().is_relative_to(venv) and not (Path(p) / "python3").exists()
-            and not (Path(p) / "python.exe").exists()]
-    env["PATH"] = os.pathsep.join(keep)
+    hidden = [Path(sys.prefix).resolve()]
+    base = Path(sys.base_prefix).resolve()
+    if base not in SYSTEM_PREFIXES:  # a Python of its own (pyenv, python.org, conda), not the system's /usr
+        hidden.append(base)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and not any(Path(p).resolve().is_relative_to(h) for h in hidden))
     return env
 
 
-def self_test(bundle: Path, out_dir: Optional[Path] = None, timeout: int = 1200) -> subprocess.CompletedProcess:
+def self_test(bundle: Path, out_dir: Optional[Path] = None, timeout: int = 1800) -> subprocess.CompletedProcess:
     """Run the bundle's ``--self-test`` offscreen, outside the checkout, in the scrubbed environment."""
     env = scrubbed_environment()
     env["QT_QPA_PLATFORM"] = "offscreen"
     command = [str(executable(bundle)), "--self-test"] + (["--self-test-out", str(out_dir)] if out_dir else [])
-    with tempfile.TemporaryDirectory(prefix="priorpath-bundle-cwd-") as cwd:
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="priorpath-bundle-cwd-", ignore_cleanup_errors=True) as cwd:
+        try:
+            return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:  # the child was killed; report it like any failure
+            output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            return subprocess.CompletedProcess(command, 124, output, f"self-test still running after {timeout} s")
 
 
 def build(dist: Path, work: Path) -> float:
@@ -87,6 +94,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     dist, work = args.dist.resolve(), args.work.resolve()
+    self_test_out = args.self_test_out.resolve() if args.self_test_out else None  # the test runs elsewhere
     bundle = dist / NAME
     try:
         import torch
@@ -113,9 +121,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     status = 0
     if not args.no_check:
         started = time.perf_counter()
-        done = self_test(bundle, args.self_test_out)
+        done = self_test(bundle, self_test_out)
         report["self_test"] = {"exit_code": done.returncode, "seconds": round(time.perf_counter() - started, 1),
-                               "output": done.stdout}
+                               "output": done.stdout, "errors": done.stderr[-4000:] if done.returncode else ""}
         print(done.stdout, end="")
         if done.returncode != 0:
             print(done.stderr[-4000:], file=sys.stderr, end="")

@@ -38,12 +38,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="keep the self-test's images (sketch, fine mask, RGB tile, window) in DIR")
     p.add_argument("--version", action="version", version=f"priorpath-desktop {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return p.parse_args(list(argv))
+    args = p.parse_args(list(argv))
+    if args.self_test and (args.mask is not None or args.dataset is not None):
+        p.error("--self-test uses the bundled sketch and sample: drop MASK and --dataset")
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _give_windowless_build_a_console()
+    _replace_missing_std_streams()
     if argv[:1] == ["--run-trainer"]:
         from trainer.cli import main as trainer_main
         return trainer_main(argv[1:])
@@ -73,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return app.exec()
 
 
-def _give_windowless_build_a_console() -> None:
+def _replace_missing_std_streams() -> None:
     """A windowed Windows build started without redirection has no stdout/stderr (None); progress bars and
     tracebacks would then fail on write. Send them to the null device instead."""
     for name in ("stdout", "stderr"):

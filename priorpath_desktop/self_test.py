@@ -39,6 +39,8 @@ MIN_IOU = 0.5
 MIN_CONTRAST = 30.0
 #: seconds the window may take to load the models, preview the sketch and cluster the bundled sample
 APP_TIMEOUT = 600
+#: how long the window's cancelled jobs may take to end after it closes
+JOB_GRACE_MS = 30_000
 #: optimizer steps of the training check: enough to write a checkpoint, quick on any CPU
 TRAIN_STEPS = 2
 
@@ -59,6 +61,7 @@ class SelfTest:
         self.rgb_model = rgb_model
         self.device = device or "cpu"  # the CPU always exists; --device cuda tests a GPU build
         self.out_dir = out_dir
+        self.settings_dir = out_dir / "settings"  # the window's config folder during the self-test
         self.print = print_fn
         self.failures = 0
 
@@ -133,23 +136,23 @@ class SelfTest:
                 f"rgb {models['rgb']}")
 
     def check_app(self) -> str:
-        if not os.environ.get("QT_QPA_PLATFORM"):  # headless unless the caller names a platform
+        saved = {name: os.environ.get(name) for name in ("QT_QPA_PLATFORM", "PRIORPATH_DESKTOP_HOME")}
+        if not saved["QT_QPA_PLATFORM"]:  # headless unless the caller names a platform
             os.environ["QT_QPA_PLATFORM"] = "offscreen"
-        settings = self.out_dir / "settings"
-        shutil.rmtree(settings, ignore_errors=True)  # a fresh start: no recovery question from an earlier run
-        saved_home = os.environ.get("PRIORPATH_DESKTOP_HOME")
-        os.environ["PRIORPATH_DESKTOP_HOME"] = str(settings)  # not the user's settings
+        shutil.rmtree(self.settings_dir, ignore_errors=True)  # a fresh start: no recovery question
+        os.environ["PRIORPATH_DESKTOP_HOME"] = str(self.settings_dir)  # not the user's settings
         try:
             return self._check_window()
         finally:
-            if saved_home is None:
-                os.environ.pop("PRIORPATH_DESKTOP_HOME", None)
-            else:
-                os.environ["PRIORPATH_DESKTOP_HOME"] = saved_home
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def _check_window(self) -> str:
         """The real window on the bundled sketch: models load, the preview and the clusters arrive from workers."""
-        from PySide6.QtCore import QSize
+        from PySide6.QtCore import QSize, QThreadPool
         from PySide6.QtWidgets import QApplication
 
         from trainer.inference import resources_dir
@@ -187,7 +190,8 @@ class SelfTest:
         finally:
             for box in open_messages():
                 box.close()
-            window.close()
+            window.close()  # cancels the window's jobs; wait for them so none outlives its folder
+            QThreadPool.globalInstance().waitForDone(JOB_GRACE_MS)
             app.processEvents()
         return (f"platform {app.platformName()}, Qt {_qt_version()}; the window opened {SKETCH}, showed its fine "
                 f"mask and RGB tile, and {clusters.k} clusters of {len(clusters.stems)} sample masks")
@@ -205,7 +209,8 @@ class SelfTest:
         from .trainer_process import TrainerProcess
 
         app = QApplication.instance() or QApplication([sys.argv[0]])
-        data = bundled_sample_dataset(self.out_dir / "settings" / "cache")  # prepared by the window check
+        # the sample the window's cluster browser prepared (into <config dir>/cache) in the window check
+        data = bundled_sample_dataset(self.settings_dir / "cache")
         run_dir = self.out_dir / "training-run"
         shutil.rmtree(run_dir, ignore_errors=True)
         child, ended = TrainerProcess(), []
@@ -264,5 +269,5 @@ def run_self_test(mask_model: Optional[str] = None, rgb_model: Optional[str] = N
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         return SelfTest(mask_model, rgb_model, device, out_dir).run()
-    with tempfile.TemporaryDirectory(prefix="priorpath-selftest-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="priorpath-selftest-", ignore_cleanup_errors=True) as tmp:
         return SelfTest(mask_model, rgb_model, device, Path(tmp)).run()

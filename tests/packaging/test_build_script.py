@@ -16,19 +16,16 @@ def load_build_script():
     return module
 
 
-def test_the_self_test_environment_has_no_venv_python_or_python_variables(monkeypatch, tmp_path):
+def test_the_self_test_environment_has_no_venv_or_python_variables(monkeypatch, tmp_path):
     build = load_build_script()
-    other_python = tmp_path / "pybin"
-    other_python.mkdir()
-    (other_python / "python3").write_text("")
     plain = tmp_path / "tools"
     plain.mkdir()
     venv_bin = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
-    monkeypatch.setenv("PATH", os.pathsep.join([str(venv_bin), str(other_python), str(plain)]))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(venv_bin), str(plain), "/usr/bin"]))
     for name in ("PYTHONPATH", "VIRTUAL_ENV", "PRIORPATH_DESKTOP_HOME"):
         monkeypatch.setenv(name, "x")
     env = build.scrubbed_environment()
-    assert env["PATH"] == str(plain)
+    assert env["PATH"].split(os.pathsep) == [str(plain), "/usr/bin"]  # the system's folders stay
     assert not {"PYTHONPATH", "VIRTUAL_ENV", "PRIORPATH_DESKTOP_HOME"} & set(env)
 
 
@@ -39,7 +36,9 @@ def test_sizes_count_each_file_once_and_group_packages(tmp_path):
     (internal / "torch" / "lib" / "libtorch.so").write_bytes(b"x" * 3000)
     (internal / "torch" / "lib" / "libc10.so").write_bytes(b"x" * 1000)
     (internal / "libpython.so").write_bytes(b"x" * 2000)
-    if hasattr(os, "symlink"):
+    try:
         os.symlink(internal / "libpython.so", internal / "libpython.so.1")  # not counted twice
+    except OSError:  # Windows without the privilege to make links
+        pass
     assert build.folder_size(tmp_path / "bundle") == 6000
     assert build.largest_parts(tmp_path / "bundle") == [("torch/lib", 4000), ("libpython.so", 2000)]
