@@ -1,6 +1,6 @@
 """Build the PriorPath Desktop bundle with PyInstaller, measure it and check it.
 
-    python packaging/build.py [--dist DIR] [--work DIR] [--no-check] [--self-test-out DIR]
+    python packaging/build.py [--dist DIR] [--work DIR] [--no-check] [--self-test-out DIR] [--archive]
 
 Runs PyInstaller on ``packaging/priorpath.spec`` with the Python that runs this script (the project venv:
 ``.venv/bin/python packaging/build.py``), so the bundle carries exactly the packages installed there, the
@@ -8,7 +8,8 @@ CPU or the CUDA build of torch alike. The bundle lands in ``DIST/priorpath-deskt
 ``dist/``). Then the bundle's ``--self-test`` runs in a scrubbed environment (neither the venv nor the
 Python it was made from on PATH, no PYTHON*/VIRTUAL_ENV variables, a temporary working folder), and the build time, the bundle's size with its
 largest parts, and the self-test's result are printed and written to ``DIST/priorpath-desktop-build.json``.
-Exit status: 0 when the build succeeded and the self-test passed.
+``--archive`` then packs the checked bundle for download (``.zip`` on Windows, ``.tar.gz`` elsewhere, links
+kept) and records its size. Exit status: 0 when the build succeeded and the self-test passed.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,6 +79,16 @@ def self_test(bundle: Path, out_dir: Optional[Path] = None, timeout: int = 1800)
             return subprocess.CompletedProcess(command, 124, output, f"self-test still running after {timeout} s")
 
 
+def archive(bundle: Path) -> Path:
+    """``DIST/priorpath-desktop-VERSION-SYSTEM-MACHINE.zip|.tar.gz`` holding the bundle folder."""
+    sys.path.insert(0, str(ROOT))
+    from trainer import __version__
+
+    stem = bundle.parent / f"{NAME}-{__version__}-{platform.system().lower()}-{platform.machine().lower()}"
+    fmt = "zip" if sys.platform == "win32" else "gztar"
+    return Path(shutil.make_archive(str(stem), fmt, root_dir=bundle.parent, base_dir=bundle.name))
+
+
 def build(dist: Path, work: Path) -> float:
     """Run PyInstaller; seconds taken."""
     started = time.perf_counter()
@@ -91,6 +103,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller", help="PyInstaller's work folder")
     parser.add_argument("--no-check", action="store_true", help="skip the bundle's --self-test")
     parser.add_argument("--self-test-out", type=Path, default=None, help="keep the self-test's images here")
+    parser.add_argument("--archive", action="store_true", help="pack the checked bundle into a .tar.gz/.zip")
     args = parser.parse_args(argv)
 
     dist, work = args.dist.resolve(), args.work.resolve()
@@ -128,6 +141,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if done.returncode != 0:
             print(done.stderr[-4000:], file=sys.stderr, end="")
             status = 1
+    if args.archive and status == 0:
+        started = time.perf_counter()
+        packed = archive(bundle)
+        report["archive"] = {"path": str(packed), "bytes": packed.stat().st_size,
+                             "seconds": round(time.perf_counter() - started, 1)}
+        print(f"packed {packed} ({packed.stat().st_size / 2**20:.0f} MiB) in {report['archive']['seconds']:.0f} s")
     (dist / f"{NAME}-build.json").write_text(json.dumps(report, indent=2) + "\n")
     return status
 

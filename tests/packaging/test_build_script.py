@@ -42,3 +42,30 @@ def test_sizes_count_each_file_once_and_group_packages(tmp_path):
         pass
     assert build.folder_size(tmp_path / "bundle") == 6000
     assert build.largest_parts(tmp_path / "bundle") == [("torch/lib", 4000), ("libpython.so", 2000)]
+
+
+def test_the_archive_holds_the_bundle_folder_with_its_links(tmp_path):
+    import tarfile
+    import zipfile
+
+    build = load_build_script()
+    bundle = tmp_path / "dist" / build.NAME
+    (bundle / "_internal").mkdir(parents=True)
+    (bundle / "_internal" / "libQt6Core.so.6").write_bytes(b"qt")
+    (bundle / build.NAME).write_bytes(b"exe")
+    try:
+        os.symlink("_internal/libQt6Core.so.6", bundle / "libQt6Core.so.6")
+        linked = True
+    except OSError:
+        linked = False
+    packed = build.archive(bundle)
+    assert packed.parent == bundle.parent and packed.name.startswith(f"{build.NAME}-0.")
+    if packed.suffix == ".zip":
+        names = zipfile.ZipFile(packed).namelist()
+        assert f"{build.NAME}/{build.NAME}" in names
+    else:
+        with tarfile.open(packed) as tar:
+            assert tar.getmember(f"{build.NAME}/_internal/libQt6Core.so.6").isfile()
+            if linked:
+                link = tar.getmember(f"{build.NAME}/libQt6Core.so.6")
+                assert link.issym() and link.linkname == "_internal/libQt6Core.so.6"
