@@ -45,7 +45,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
     import numpy as np
-    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
     from priorpath_desktop.main_window import MainWindow, app_icon
