@@ -67,6 +67,7 @@ class SelfTest:
 
     def run(self) -> int:
         from trainer import __version__
+        from trainer.errors import PriorPathError
         from trainer.inference import resources_dir
 
         where = "frozen bundle" if getattr(sys, "frozen", False) else "source install"
@@ -78,7 +79,7 @@ class SelfTest:
             started = time.perf_counter()
             try:
                 detail = check()
-            except CheckFailed as exc:
+            except (CheckFailed, PriorPathError) as exc:  # a finding or a user-facing error: its message says it
                 self.failures += 1
                 self.print(f"FAIL {name}: {exc}")
             except Exception as exc:  # noqa: BLE001 - a self-test reports whatever broke, then goes on

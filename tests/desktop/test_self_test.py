@@ -37,6 +37,7 @@ def test_a_corrupt_model_fails_the_self_test_with_a_message(qapp, tmp_path, caps
     assert run_self_test(mask_model=str(bad), out_dir=tmp_path / "out") == 1
     printed = capsys.readouterr().out
     assert "FAIL generation:" in printed and "broken.safetensors" in printed
+    assert "Traceback" not in printed  # a bad checkpoint is the user's error, reported as its message
     assert "FAIL app window:" in printed  # the window showed its error box instead of a preview
     assert "ok   training:" in printed  # the other checks still ran
     assert printed.rstrip().endswith("self-test FAILED: 2 check(s)")
