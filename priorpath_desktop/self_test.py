@@ -153,7 +153,7 @@ class SelfTest:
 
     def _check_window(self) -> str:
         """The real window on the bundled sketch: models load, the preview and the clusters arrive from workers."""
-        from PySide6.QtCore import QSize, QThreadPool
+        from PySide6.QtCore import QSize, QThreadPool, qVersion
         from PySide6.QtWidgets import QApplication
 
         from trainer.inference import resources_dir
@@ -194,7 +194,7 @@ class SelfTest:
             window.close()  # cancels the window's jobs; wait for them so none outlives its folder
             QThreadPool.globalInstance().waitForDone(JOB_GRACE_MS)
             app.processEvents()
-        return (f"platform {app.platformName()}, Qt {_qt_version()}; the window opened {SKETCH}, showed its fine "
+        return (f"platform {app.platformName()}, Qt {qVersion()}; the window opened {SKETCH}, showed its fine "
                 f"mask and RGB tile, and {clusters.k} clusters of {len(clusters.stems)} sample masks")
 
     def check_training(self) -> str:
@@ -256,12 +256,6 @@ def _wait(app, condition: Callable[[], object], seconds: float) -> bool:
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         time.sleep(0.005)  # workers report through queued signals; no need to spin
     return True
-
-
-def _qt_version() -> str:
-    from PySide6.QtCore import qVersion
-
-    return qVersion()
 
 
 def run_self_test(mask_model: Optional[str] = None, rgb_model: Optional[str] = None, device: Optional[str] = None,
