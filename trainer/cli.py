@@ -173,10 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fine->RGB checkpoint (default: the shipped default model; 'none' stops at fine masks)")
     models.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default auto")
     models.add_argument("--seed", type=int, default=0, help="random seed (same seed, same outputs; default 0)")
+    models.add_argument("--style", nargs="+", type=Path, default=None, metavar="DIR|FILE",
+                        help="stain reference: real H&E tiles, folders of them, or a prepared folder. The quilt RGB "
+                             "model copies tissue from them; neural RGB models are stain-normalised to them")
     g = sub.add_parser("generate", parents=[common, models], help="coarse masks -> fine masks -> RGB tiles",
                        description="Write OUT/fine/<stem>.png (binary, the input's size) and OUT/rgb/<stem>.png for "
-                                   "every coarse mask (binary PNG/TIFF or Labelme JSON) given.")
-    g.add_argument("--coarse", required=True, nargs="+", type=Path, metavar="DIR|FILE", help="coarse masks or folders")
+                                   "every coarse mask (binary PNG/TIFF or Labelme JSON) given; with --fine, fine masks "
+                                   "the user already has go straight to OUT/rgb.")
+    given = g.add_mutually_exclusive_group(required=True)
+    given.add_argument("--coarse", nargs="+", type=Path, metavar="DIR|FILE", help="coarse masks or folders")
+    given.add_argument("--fine", nargs="+", type=Path, metavar="DIR|FILE",
+                       help="fine masks or folders: skip the mask stage and draw RGB tiles for them")
     g.add_argument("--out", required=True, type=Path, help="output folder")
     g.add_argument("--variations", type=int, default=1, metavar="K",
                    help="K samples per input, <stem>_v0 ... with seeds S ... S+K-1 (default 1)")
@@ -331,7 +338,12 @@ def _cmd_compact(args) -> int:
 def _engine(args):
     from .inference import Engine
 
-    engine = Engine(args.mask_model, args.rgb_model, device=args.device)
+    fine_given = bool(getattr(args, "fine", None))  # generate --fine: no mask stage
+    if fine_given and str(args.rgb_model).lower() == "none":
+        raise PriorPathError("generate --fine draws RGB tiles: it needs an RGB model, not --rgb-model none")
+    engine = Engine("none" if fine_given else args.mask_model, args.rgb_model, device=args.device, style=args.style)
+    if engine.style:
+        log.info("style: %s", engine.style)
     for role, label in engine.describe().items():
         log.info("%s model: %s", role, label)
     return engine
@@ -365,11 +377,12 @@ def _cmd_generate(args) -> int:
     engine = _engine(args)
     bar = _Bar("sample", enabled=not args.no_progress)
     try:
-        result = _with_cancel(lambda cancel: generate_files(args.coarse, args.out, engine, seed=args.seed,
-                                                            variations=args.variations, progress=bar, cancel=cancel))
+        result = _with_cancel(lambda cancel: generate_files(args.coarse or args.fine, args.out, engine, seed=args.seed,
+                                                            variations=args.variations, progress=bar, cancel=cancel,
+                                                            stage="rgb" if args.fine else "fine"))
     finally:
         bar.close()
-    where = f"{result.fine_dir}" + (f" and {result.rgb_dir}" if result.rgb_dir else "")
+    where = " and ".join(str(d) for d in (result.fine_dir, result.rgb_dir) if d is not None)
     print(f"{result.written} samples written to {where}")
     return 0
 

@@ -18,7 +18,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from .checkpoint import load_checkpoint
 from .devices import pick_device
 from .errors import PriorPathError
 from .jobs import CancelToken, ProgressFn, check, no_progress
+from .models import EXAMPLE_BASED
 
 #: coarse->fine models and fine->RGB models, by the prepared folders they read
 MASK_KINDS = ("coarse", "fine")
@@ -73,11 +74,17 @@ class LoadedModel:
         return f"{self.name} ({self.path.name}, {self.steps} steps, {self.size[0]}x{self.size[1]})"
 
 
-def load_model(path: Union[str, Path], role: str, device: torch.device) -> LoadedModel:
-    """Load a checkpoint for ``role`` ("mask": coarse->fine, "rgb": fine->RGB), refusing one of another kind."""
+def load_model(path: Union[str, Path], role: str, device: torch.device,
+               options: Optional[dict] = None) -> LoadedModel:
+    """Load a checkpoint for ``role`` ("mask": coarse->fine, "rgb": fine->RGB), refusing one of another kind.
+
+    ``options`` override the checkpoint's model options (e.g. the quilt model's block size)."""
     path = Path(path)
     ckpt = load_checkpoint(path)
     from .models import model_class
+
+    if options:
+        ckpt.options = {**ckpt.options, **options}
 
     kinds = model_class(ckpt.model_name).kinds
     wanted = MASK_KINDS if role == "mask" else RGB_KINDS
@@ -110,28 +117,72 @@ class Engine:
     """Coarse -> fine -> RGB with loaded models; see the module docstring."""
 
     def __init__(self, mask_model: Union[str, Path, None] = None, rgb_model: Union[str, Path, None] = None,
-                 device: str = "auto", half: Optional[bool] = None, tile: str = "auto"):
+                 device: str = "auto", half: Optional[bool] = None, tile: str = "auto",
+                 style: Optional[Sequence[Union[str, Path]]] = None, style_groups: Optional[Sequence[str]] = None,
+                 rgb_options: Optional[dict] = None):
         """``mask_model``/``rgb_model``: checkpoint paths, None for the default, "none" for no model.
-        ``half``: fp16 autocast (default: on CUDA). ``tile``: "auto", "always" or "never"."""
+        ``half``: fp16 autocast (default: on CUDA). ``tile``: "auto", "always" or "never".
+        ``style``: a stain reference (see ``set_style``). ``rgb_options``: override the RGB model's options."""
         if tile not in ("auto", "always", "never"):
             raise PriorPathError(f"tile must be auto, always or never, got {tile!r}")
         self.device = pick_device(device)
         self.half = (self.device.type == "cuda") if half is None else bool(half)
         self.tile = tile
         self._lock = threading.Lock()
+        self._normaliser = None  # stain normalisation to the style reference, for neural RGB models
+        self.style: Optional[str] = None  # what the style reference is, in words
         self.mask = self._load(mask_model, "mask")
-        self.rgb_model = self._load(rgb_model, "rgb")
+        self.rgb_model = self._load(rgb_model, "rgb", rgb_options)
+        if style:
+            self.set_style(style, style_groups)
 
-    def _load(self, path, role: str) -> Optional[LoadedModel]:
+    def _load(self, path, role: str, options: Optional[dict] = None) -> Optional[LoadedModel]:
         if path is not None and str(path).lower() == "none":
             return None
         path = default_model_path(role) if path is None else Path(path)
         if not path.is_file() and path == default_model_path(role):
             raise PriorPathError(f"the default {role} model is missing ({path}); reinstall, or name a checkpoint")
-        model = load_model(path, role, self.device)
+        model = load_model(path, role, self.device, options)
         if model.name == "analogy":
             model.module.features()  # build the search index now, not on the first pen-up
+        elif model.name == "quilt":
+            model.module.library()
         return model
+
+    def set_style(self, paths: Optional[Sequence[Union[str, Path]]], groups: Optional[Sequence[str]] = None) -> None:
+        """Copy (quilt) or normalise to (neural models) the stain of real H&E tiles; None goes back to the default.
+
+        ``paths``: image files, folders of images, or prepared folders (see ``trainer.style``); ``groups``
+        names a group per file found (e.g. its slide) where the caller knows better than the folders.
+        """
+        from .stain import StainNormaliser
+        from .style import read_style
+
+        if self.rgb_model is None:
+            raise PriorPathError("--style needs an RGB model")
+        with self._lock:
+            if not paths:
+                self._normaliser, self.style = None, None
+                if self.rgb_model.name == "quilt":
+                    self.rgb_model.module.set_style(None)
+                return
+            tiles, found = read_style(paths, getattr(self.rgb_model.module.options, "threshold", 204))
+            if groups is not None:
+                if len(groups) != len(tiles):
+                    raise PriorPathError(f"--style: {len(groups)} group names for {len(tiles)} images")
+                found = list(groups)
+            if self.rgb_model.name == "quilt":
+                self.rgb_model.module.set_style(tiles, found)
+            else:
+                self._normaliser = StainNormaliser.fit(tiles)
+            self.style = f"{len(tiles)} reference image{'s' * (len(tiles) != 1)} ({Path(paths[0]).name}" + \
+                (f" and {len(paths) - 1} more)" if len(paths) > 1 else ")")
+
+    def style_groups(self) -> list[str]:
+        """The slides an example-based RGB model can copy a tile's stain from (empty for neural models)."""
+        if self.rgb_model is None or self.rgb_model.name != "quilt":
+            return []
+        return self.rgb_model.module.style_groups()
 
     def describe(self) -> dict[str, str]:
         return {role: (m.label if m else "none") for role, m in (("mask", self.mask), ("rgb", self.rgb_model))}
@@ -148,14 +199,20 @@ class Engine:
         return np.where(out[0] >= 0, 255, 0).astype(np.uint8)
 
     def rgb(self, fine: np.ndarray, seed: int = 0, progress: ProgressFn = no_progress,
-            cancel: Optional[CancelToken] = None) -> np.ndarray:
-        """A fine mask (HxW, 0/255) -> an RGB tile (HxWx3 uint8)."""
+            cancel: Optional[CancelToken] = None, style_group: Optional[str] = None) -> np.ndarray:
+        """A fine mask (HxW, 0/255) -> an RGB tile (HxWx3 uint8).
+
+        ``style_group``: copy from this group (slide) of the quilt model's library; by default the seed
+        picks one."""
         if self.rgb_model is None:
             raise PriorPathError("no fine->RGB model loaded")
         fine = check_mask(fine, "fine mask")
         x = torch.from_numpy(fine).float().div(127.5).sub(1)[None]
-        out = self._run(self.rgb_model, x, seed, progress, cancel)
-        return np.clip((out.transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        out = self._run(self.rgb_model, x, seed, progress, cancel, group=style_group)
+        rgb = np.clip((out.transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        if self._normaliser is not None:
+            rgb = self._normaliser.apply(rgb)
+        return rgb
 
     def generate(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None
                  ) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -165,22 +222,23 @@ class Engine:
 
     # --- the work ---------------------------------------------------------------------------------------------
     def _run(self, model: LoadedModel, x: torch.Tensor, seed: int, progress: ProgressFn,
-             cancel: Optional[CancelToken]) -> np.ndarray:
+             cancel: Optional[CancelToken], group: Optional[str] = None) -> np.ndarray:
         """x: CxHxW in [-1, 1] -> the network's output CxHxW (float32, numpy), padded or tiled as needed."""
         with self._lock, torch.inference_mode(), self._seeded(seed):
             h, w = x.shape[-2:]
             th, tw = model.size
             tiled = self.tile == "always" or (self.tile == "auto" and (h > 2 * th or w > 2 * tw))
-            if model.name == "analogy":
+            if model.name in EXAMPLE_BASED:
                 tiled = False  # it works block by block at any size already
             if not tiled:
                 check(cancel)
-                out = self._forward(model, x[None], seed)[0]
+                out = self._forward(model, x[None], seed, group)[0]
                 progress(1, 1, "")
                 return out.numpy()
             return self._tiled(model, x, (th, tw), seed, progress, cancel)
 
-    def _forward(self, model: LoadedModel, batch: torch.Tensor, seed: int) -> torch.Tensor:
+    def _forward(self, model: LoadedModel, batch: torch.Tensor, seed: int, group: Optional[str] = None
+                 ) -> torch.Tensor:
         """Pad a Bx C x H x W batch to the network's multiple, run it, crop back; float32 on the CPU."""
         net = model.module
         h, w = batch.shape[-2:]
@@ -190,7 +248,9 @@ class Engine:
         if ph or pw:
             batch = torch.nn.functional.pad(batch, (0, pw, 0, ph), mode="replicate")
         batch = batch.to(self.device)
-        if model.name == "analogy":
+        if model.name == "quilt":
+            out = net.translate(batch, torch.Generator().manual_seed(seed), group)
+        elif model.name in EXAMPLE_BASED:
             out = net.translate(batch, torch.Generator().manual_seed(seed))
         else:
             with self._autocast():

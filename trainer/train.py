@@ -329,7 +329,9 @@ class Trainer:
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             generator=torch.Generator())  # keeps the loader off the global RNG stream
         for batch in loader:
-            yield {k: self._to_device(v) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            # tensors go to the device; the patches' stems travel along (the quilt model groups tiles by source)
+            yield {k: self._to_device(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+                   if isinstance(v, torch.Tensor) or k == "stem"}
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return place_tensor(t, self.device, self.config)

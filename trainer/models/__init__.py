@@ -14,7 +14,11 @@ REGISTRY = {
     "dcgan": "trainer.models.dcgan",
     "depas": "trainer.models.depas",
     "analogy": "trainer.models.analogy",
+    "quilt": "trainer.models.quilt",
 }
+
+#: models without networks that copy real examples: run whole (never tiled), seeded by a generator
+EXAMPLE_BASED = frozenset({"analogy", "quilt"})
 
 
 def model_class(name: str) -> type[GanModel]:
@@ -23,4 +27,4 @@ def model_class(name: str) -> type[GanModel]:
     return importlib.import_module(REGISTRY[name]).Model
 
 
-__all__ = ["REGISTRY", "GanModel", "model_class"]
+__all__ = ["EXAMPLE_BASED", "REGISTRY", "GanModel", "model_class"]

@@ -1,0 +1,167 @@
+"""The example-based fine->RGB model: label-exact output made of real pixels, one slide per tile, seeds,
+checkpoints, style references and their errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.config import make_config
+from trainer.data.masks import luma
+from trainer.errors import PriorPathError
+from trainer.inference import Engine
+from trainer.quilting import Library, QuiltSettings, synthesize
+from trainer.train import train
+
+from ..helpers import read_png
+
+
+@pytest.fixture(scope="module")
+def quilt_ckpt(tmp_path_factory, sample_patches) -> Path:
+    config = make_config({"model": "quilt", "data": str(sample_patches), "epochs": 1, "max_steps": 16,
+                          "options": {"max_tiles": 12}, "sample_every": 1000, "checkpoint_every": 1000})
+    return train(config, tmp_path_factory.mktemp("quilt")).checkpoint
+
+
+@pytest.fixture(scope="module")
+def engine(quilt_ckpt) -> Engine:
+    return Engine("none", quilt_ckpt, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fine_masks(sample_patches) -> list[np.ndarray]:
+    """Real fine masks with both tissue and air."""
+    masks = [read_png(p) for p in sorted((sample_patches / "fine").glob("*.png"))]
+    mixed = [m for m in masks if 0.2 < (m > 0).mean() < 0.9]
+    assert len(mixed) >= 2
+    return mixed[:3]
+
+
+def rule(rgb: np.ndarray) -> np.ndarray:
+    return np.where(luma(rgb) <= 204, 255, 0).astype(np.uint8)
+
+
+def library_colours(engine: Engine) -> set[int]:
+    pixels = engine.rgb_model.module.library().pixels.astype(np.int64)
+    return set((pixels[:, 0] << 16 | pixels[:, 1] << 8 | pixels[:, 2]).tolist())
+
+
+def test_the_threshold_rule_gives_back_the_mask_exactly(engine, fine_masks):
+    for k, mask in enumerate(fine_masks):
+        rgb = engine.rgb(mask, seed=k)
+        assert rgb.shape == (*mask.shape, 3) and rgb.dtype == np.uint8
+        assert np.array_equal(rule(rgb), mask)
+
+
+@pytest.mark.parametrize("shape", [(70, 135), (16, 16), (300, 200), (520, 1030)])
+def test_any_size_and_uniform_masks_stay_label_exact(engine, fine_masks, shape):
+    mask = np.ascontiguousarray(np.resize(fine_masks[0], shape))
+    for m in (mask, np.full(shape, 255, np.uint8), np.zeros(shape, np.uint8)):
+        assert np.array_equal(rule(engine.rgb(m, seed=1)), m)
+
+
+def test_the_output_is_made_of_real_library_pixels(engine, fine_masks):
+    """Copying, not painting: almost every output colour occurs in the library (a network's output would not)."""
+    colours = library_colours(engine)
+    rgb = engine.rgb(fine_masks[0], seed=0).reshape(-1, 3).astype(np.int64)
+    codes = rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]
+    real = np.isin(codes, np.fromiter(colours, np.int64)).mean()
+    assert real > 0.95, f"only {real:.1%} of output pixels are library colours"
+
+
+def test_seeds_repeat_and_vary(engine, fine_masks):
+    mask = fine_masks[1]
+    a, b, c = engine.rgb(mask, seed=3), engine.rgb(mask, seed=3), engine.rgb(mask, seed=4)
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c).mean() > 10  # another seed copies other tissue
+
+
+def test_one_tile_copies_one_slide(fine_masks):
+    """A library of two groups that differ in colour: every tile takes all its tissue from one of them."""
+    rng = np.random.default_rng(0)
+    base = np.full((256, 512, 3), 235, np.uint8)
+    yy, xx = np.mgrid[:256, :512]
+    base[((yy // 16 + xx // 24) % 3 > 0)] = (180, 60, 110)  # tissue with glass gaps
+    noise = rng.integers(0, 20, base.shape, dtype=np.uint8)
+    pink = np.where(base < 200, base + noise, base)
+    blue = pink.copy()
+    blue[pink[..., 0] < 200] = pink[pink[..., 0] < 200][:, ::-1]  # swap R and B in tissue: a "blue stain"
+    lib = Library([pink, pink[::-1], blue, blue[:, ::-1]], ["pink", "pink", "blue", "blue"], QuiltSettings())
+    seen = set()
+    for seed in range(6):
+        out = synthesize(lib, fine_masks[0] > 0, np.random.default_rng(seed))
+        tissue = out.rgb[fine_masks[0] > 0].astype(int)
+        reddish = (tissue[:, 0] > tissue[:, 2]).mean()
+        assert reddish > 0.97 or reddish < 0.03, f"a patchwork of stains ({reddish:.0%} reddish)"
+        seen.add(out.group)
+    assert seen == {"pink", "blue"}  # the seed picks the slide
+
+
+def test_library_survives_a_checkpoint_round_trip(quilt_ckpt, engine, fine_masks, tmp_path):
+    ckpt = load_checkpoint(quilt_ckpt)
+    model = ckpt.build_model("cpu")
+    assert len(model.encoded) == 12 and len(set(model.groups)) >= 2  # grouped by source image
+    copy = tmp_path / "copy.safetensors"
+    save_checkpoint(copy, model, ckpt.config, ckpt.state)
+    again = Engine("none", copy, device="cpu")
+    assert np.array_equal(again.rgb(fine_masks[0], seed=2), engine.rgb(fine_masks[0], seed=2))
+
+
+def test_a_damaged_library_is_refused(quilt_ckpt):
+    ckpt = load_checkpoint(quilt_ckpt)
+    model = ckpt.build_model("cpu")
+    state = model.extra_state()
+    state["jpeg_sizes"] = state["jpeg_sizes"] + 1
+    with pytest.raises(PriorPathError, match="sizes do not match"):
+        model.load_extra_state(state)
+    state = model.extra_state()
+    state["jpeg"] = torch.zeros_like(state["jpeg"])
+    model.load_extra_state(state)
+    with pytest.raises(PriorPathError, match="not a readable JPEG"):
+        model.library()
+
+
+def test_style_reference_replaces_the_library(quilt_ckpt, fine_masks, data_dir, tmp_path):
+    """--style with tiles of another slide: the output's pixels come from that slide."""
+    tcga = next((data_dir / "tcga_hnsc_frozen_TCGA-CR-7395").iterdir())
+    region = cv2.imread(str(tcga))[1000:1512, 1000:2024]
+    ref = tmp_path / "ref.png"
+    cv2.imwrite(str(ref), region)
+    engine = Engine("none", quilt_ckpt, device="cpu", style=[ref])
+    assert engine.style and engine.style_groups() == ["style"]
+    rgb = engine.rgb(fine_masks[0], seed=0)
+    assert np.array_equal(rule(rgb), fine_masks[0])
+    ref_codes = cv2.cvtColor(region, cv2.COLOR_BGR2RGB).reshape(-1, 3).astype(np.int64)
+    ref_codes = ref_codes[:, 0] << 16 | ref_codes[:, 1] << 8 | ref_codes[:, 2]
+    out = rgb.reshape(-1, 3).astype(np.int64)
+    assert np.isin(out[:, 0] << 16 | out[:, 1] << 8 | out[:, 2], ref_codes).mean() > 0.95
+    engine.set_style(None)  # back to the shipped library
+    assert engine.style is None and len(engine.style_groups()) >= 2
+
+
+def test_bad_style_references_get_one_clear_line(quilt_ckpt, fine_masks, tmp_path):
+    mask = tmp_path / "mask.png"
+    cv2.imwrite(str(mask), fine_masks[0])
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.full((1, 1, 3), (120, 60, 150), np.uint8))
+    white = tmp_path / "white.png"
+    cv2.imwrite(str(white), np.full((200, 200, 3), (250, 246, 252), np.uint8))  # glass only
+    (tmp_path / "empty").mkdir()
+    cases = {mask: "a mask, not an H&E tile", tiny: "too small", white: "no tissue",
+             tmp_path / "missing": "no such file", tmp_path / "empty": "no images"}
+    for path, message in cases.items():
+        with pytest.raises(PriorPathError, match=message) as info:
+            Engine("none", quilt_ckpt, device="cpu", style=[path])
+        assert "\n" not in str(info.value)
+
+
+def test_a_library_without_tissue_or_glass_is_refused():
+    white = np.full((128, 128, 3), 245, np.uint8)
+    with pytest.raises(PriorPathError, match="no tissue"):
+        Library([white], ["a"], QuiltSettings())
+    with pytest.raises(PriorPathError, match="no air"):
+        Library([np.full((128, 128, 3), 120, np.uint8)], ["a"], QuiltSettings())
