@@ -115,13 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--hole-labels", default="air,background,hole,lumen",
                     help="comma-separated labels painted as air (default: air,background,hole,lumen)")
     lm.set_defaults(func=_cmd_labelme)
-    t = sub.add_parser("train", parents=[common], help="train a model (pix2pix, cyclegan, pix2pixhd, dcgan, depas, analogy)",
+    t = sub.add_parser("train", parents=[common], help="train a model (pix2pix, cyclegan, pix2pixhd, dcgan, depas, analogy, quilt)",
                        description="Train on a folder written by 'priorpath prepare'. Settings come from the paper's "
                                    "defaults, then --config, then these flags. Writes RUNDIR/checkpoints/*.safetensors, "
                                    "RUNDIR/events.jsonl and RUNDIR/samples/. Ctrl-C stops cleanly with a checkpoint; "
                                    "--resume continues exactly where a run stopped. Several processes: "
                                    "torchrun --nproc_per_node N -m trainer.cli train ...")
-    t.add_argument("--model", default=None, help="pix2pix (default), cyclegan, pix2pixhd, dcgan, depas or analogy")
+    t.add_argument("--model", default=None, help="pix2pix (default), cyclegan, pix2pixhd, dcgan, depas, analogy (example-based coarse->fine) or quilt (example-based fine->RGB)")
     t.add_argument("--data", type=Path, default=None, help="prepared folder (coarse/, fine/, rgb/, manifest.csv)")
     t.add_argument("--out", required=True, type=Path, metavar="RUNDIR", help="run folder")
     t.add_argument("--config", type=Path, default=None, metavar="F", help="TOML/JSON file with [train] and [model] tables")
@@ -339,7 +339,7 @@ def _engine(args):
     from .inference import Engine
 
     fine_given = bool(getattr(args, "fine", None))  # generate --fine: no mask stage
-    if fine_given and str(args.rgb_model).lower() == "none":
+    if fine_given and args.rgb_model is not None and str(args.rgb_model).lower() == "none":
         raise PriorPathError("generate --fine draws RGB tiles: it needs an RGB model, not --rgb-model none")
     engine = Engine("none" if fine_given else args.mask_model, args.rgb_model, device=args.device, style=args.style)
     if engine.style:

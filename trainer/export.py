@@ -68,8 +68,11 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
     for folder in (out, *folders.values()):
         ensure_writable_dir(folder)
         remove_stale_temporaries(folder)
-    _check_settings(out, {"seed": seed, "augment": augment, "size": list(size), "mask_model": mask_hash,
-                          "rgb_model": rgb_hash, "sketches": [file_hash(p) for p in paths]})
+    settings = {"seed": seed, "augment": augment, "size": list(size), "mask_model": mask_hash,
+                "rgb_model": rgb_hash, "sketches": [file_hash(p) for p in paths]}
+    if engine.style_sha:  # only when set, so exports made before --style existed still resume
+        settings["style"] = engine.style_sha
+    _check_settings(out, settings)
     done = _finished_rows(out, folders)
     _rewrite_manifest(out, done)
 
@@ -129,7 +132,7 @@ def _check_settings(out: Path, settings: dict) -> None:
             before = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise PriorPathError(f"{path}: unreadable ({exc}); delete the folder or choose another --out") from exc
-        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        changed = sorted(k for k in set(settings) | set(before) if before.get(k) != settings.get(k))
         if changed:
             raise PriorPathError(f"{out} holds an export made with other {', '.join(changed)}; rerun with the "
                                  f"same settings to continue it, or choose another --out")

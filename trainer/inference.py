@@ -131,6 +131,7 @@ class Engine:
         self._lock = threading.Lock()
         self._normaliser = None  # stain normalisation to the style reference, for neural RGB models
         self.style: Optional[str] = None  # what the style reference is, in words
+        self.style_sha: Optional[str] = None
         self.mask = self._load(mask_model, "mask")
         self.rgb_model = self._load(rgb_model, "rgb", rgb_options)
         if style:
@@ -162,7 +163,7 @@ class Engine:
             raise PriorPathError("--style needs an RGB model")
         with self._lock:
             if not paths:
-                self._normaliser, self.style = None, None
+                self._normaliser, self.style, self.style_sha = None, None, None
                 if self.rgb_model.name == "quilt":
                     self.rgb_model.module.set_style(None)
                 return
@@ -177,6 +178,11 @@ class Engine:
                 self._normaliser = StainNormaliser.fit(tiles)
             self.style = f"{len(tiles)} reference image{'s' * (len(tiles) != 1)} ({Path(paths[0]).name}" + \
                 (f" and {len(paths) - 1} more)" if len(paths) > 1 else ")")
+            digest = hashlib.sha256()
+            for tile, group in zip(tiles, found):
+                digest.update(group.encode())
+                digest.update(np.ascontiguousarray(tile).tobytes())
+            self.style_sha = digest.hexdigest()[:16]  # names the reference in export manifests
 
     def style_groups(self) -> list[str]:
         """The slides an example-based RGB model can copy a tile's stain from (empty for neural models)."""

@@ -1,66 +1,70 @@
-"""Fine mask -> RGB by copying real H&E: image quilting with exact mask agreement (no Qt, no training).
+"""Fine mask -> RGB by copying real H&E: image quilting chosen for label agreement (no Qt, no training).
 
 A CPU cannot train a network that draws cells, but it can copy them. The output is walked in ``block``-sided
-blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting"). For each block:
+blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting"):
 
-1. **Candidates by mask agreement.** Every library window (a real RGB tile cut on an 8 px grid, with its
-   mask from the paper's threshold rule) is described by its mask averaged 4x down; the blocks of the target
-   fine mask are described the same way and the ``candidates`` nearest windows are found with one matrix
-   product (BLAS top-k). All-tissue and all-air blocks draw at random among windows that are exactly
-   all-tissue or all-air, so large uniform areas take the library's own variety. The window that continues
-   the left or top neighbour's source (the next window of the same real tile) is always a candidate too:
-   copying coherent stretches of real tissue keeps structure larger than a block.
-2. **Choice.** Cost = ``mask_weight`` x pixels whose class disagrees with the target + mean squared colour
-   error against the neighbours already chosen, in the overlap. One is drawn at random among the candidates
-   within ``tolerance`` of the best, so seeds differ and no smooth dark block wins everywhere.
-   Blocks are decided in wavefronts (all blocks with the same ``2i + j``), so each wave is one vectorised
-   step and every block still sees its left, top and top-right neighbours.
+1. **Candidates by mask layout.** Every library window (a real RGB tile cut on a grid, its class mask from
+   the paper's rule, luma above the threshold = air) is described by its mask averaged to 8x8; each block of
+   the target fine mask likewise, and the ``candidates`` nearest windows of the tile's group are found
+   with one matrix product (BLAS top-k; equal descriptions, e.g. all-tissue, ordered at random so uniform
+   areas draw from the library's whole variety). The windows that continue the left and top neighbours'
+   sources are candidates too: coherent stretches of real tissue keep structure larger than a block.
+2. **Choice.** Cost = ``mask_weight`` x the mean luma change the window would need to obey the target mask
+   (``_correction``: 0 for a window already on the right side of the threshold everywhere, little for pale
+   tissue under a porous mask, much for white glass under tissue) + the mean squared colour error against
+   the neighbours already chosen, in the overlap. One is drawn at random among the candidates within
+   ``tolerance`` of the best, so seeds differ. Blocks are decided in wavefronts (equal ``2i + j``), each
+   wave one vectorised step that still sees its left and top neighbours.
 3. **Seams.** Each block is pasted along the minimum-error boundary cut (dynamic programming over the
-   overlap error) against its left and top neighbours: no straight seams.
-4. **Label-exact.** Every pasted pixel is a real pixel whose class (luma above the threshold = air) is known.
-   Where the class disagrees with the target mask (a few pixels along edges), the pixel takes the colour of
-   the nearest pixel that is both right and of the right class. The threshold rule applied to the output
-   therefore gives back the target mask exactly (IoU 1), and the correction only touches the pixels that
-   needed it (``Synthesis.corrected`` says how many).
+   overlap error) against its left and top neighbours.
+4. **Label-exact.** Where a pasted pixel is on the wrong side of the threshold, its luma is shifted just
+   across it (the same amount added to R, G and B keeps the hue). The rule applied to the output gives
+   back the target mask exactly, and ``Synthesis.corrected`` says how many pixels needed it.
+
+Pixel-exact agreement cannot come from choosing alone: porous tissue has masks whose holes no library
+window repeats (the best 96 px window still disagrees in ~45 % of the pixels of such a block). Choosing
+windows that need the smallest luma change, not the fewest wrong pixels, is what keeps the correction
+invisible: on the realism benchmark it took crop FID from 181 (fewest wrong pixels, wrong ones recoloured
+from their neighbours) to 137.
 
 The library keeps one style per tile: a tile is drawn from one group (one source slide) chosen by the seed,
 never from a patchwork of slides.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from .data.masks import luma
 from .errors import PriorPathError
 
 @dataclass(frozen=True)
 class QuiltSettings:
-    block: int = 96  # first pass: large blocks carry tissue structure
+    block: int = 96  # blocks this large carry tissue structure
     overlap: int = 24
-    refine: int = 32  # second pass: windows that redraw cells whose class is wrong
-    refine_margin: int = 4  # context around each refined cell (cell side = refine - 2 * margin)
     candidates: int = 16
-    mask_weight: float = 0.004  # cost of one pixel of the wrong class, against mean squared colour error in [0, 1]
+    mask_weight: float = 1.0  # weight of the mean luma correction a window needs, against mean squared colour error
     tolerance: float = 0.15  # draw among candidates within this fraction of the best cost
     threshold: int = 204  # the paper's rule: luma above this is air (H&E 204, IHC 235)
 
     def check(self) -> None:
-        for name, side, pool in (("block", self.block, _pool(self.block)), ("refine", self.refine, _pool(self.refine))):
-            if side % pool or side < 16:
-                raise PriorPathError(f"quilt: {name} must be at least 16 and a multiple of {pool}, got {side}")
-        if not 0 < self.overlap <= self.block // 2 or not 0 <= self.refine_margin < self.refine // 4:
-            raise PriorPathError(f"quilt: overlap must be between 1 and half the block ({self.block // 2}), "
-                                 f"refine_margin below a quarter of refine ({self.refine // 4})")
+        if self.block % _pool(self.block) or self.block < 16:
+            raise PriorPathError(f"quilt: block must be at least 16 and a multiple of {_pool(self.block)}, "
+                                 f"got {self.block}")
+        if not 0 < self.overlap <= self.block // 2:
+            raise PriorPathError(f"quilt: overlap must be between 1 and half the block ({self.block // 2})")
         if self.candidates < 1 or self.tolerance < 0 or self.mask_weight < 0:
             raise PriorPathError("quilt: candidates must be at least 1, tolerance and mask_weight not negative")
+
+
+MAX_POOL = 12000  # windows searched per block: a random sample of a large group keeps the search linear in area
+CORRECTION_MARGIN = 1  # grey levels past the threshold a corrected pixel lands
 
 
 def _pool(block: int) -> int:
@@ -72,11 +76,9 @@ def _pool(block: int) -> int:
 class Synthesis:
     rgb: np.ndarray  # HxWx3 uint8
     group: str  # the source (slide) the tile was copied from
-    raw_wrong: float  # fraction of pixels of the wrong class after the first pass
-    refined: float  # fraction of pixels redrawn by the second pass
-    corrected: float  # fraction of pixels whose colour was copied from a neighbour to make the label exact
-    reuse: float  # fraction of first-pass blocks whose library window was already used in this tile
-    coherent: float  # fraction of first-pass blocks that continue a neighbour's source
+    corrected: float  # fraction of pixels whose luma was shifted across the threshold
+    reuse: float  # fraction of blocks whose library window was already used in this tile
+    coherent: float  # fraction of blocks that continue a neighbour's source
 
 
 class WindowIndex:
@@ -104,7 +106,8 @@ class WindowIndex:
         self.windows = np.concatenate(pos).astype(np.int64)  # N x 3 (tile, y, x)
         self.features = torch.cat(feats).contiguous()
         self.norms = (self.features * self.features).sum(1)
-        self.group = torch.from_numpy(library.tile_group[self.windows[:, 0]])
+        group = library.tile_group[self.windows[:, 0]]
+        self.pools = {int(g): torch.from_numpy(np.nonzero(group == g)[0]) for g in np.unique(group)}
 
     def nearest(self, blocks: np.ndarray, group: int, k: int, gen: torch.Generator) -> np.ndarray:
         """N x k windows (tile, y, x) of ``group`` whose masks are nearest the N x b x b target blocks.
@@ -112,16 +115,17 @@ class WindowIndex:
         Exactly equal descriptions (e.g. every all-tissue window) are ordered at random, so uniform areas
         draw from the library's whole variety.
         """
-        pool = torch.nonzero(self.group == group).squeeze(1)
-        if not len(pool):
+        pool = self.pools.get(group)
+        if pool is None:
             pool = torch.arange(len(self.windows))
+        # a random order of the pool: top-k keeps the first of equal distances, so exact ties (every
+        # all-tissue window, say) are broken at random and uniform areas draw from the whole variety
+        pool = pool[torch.randperm(len(pool), generator=gen)[:MAX_POOL]]
         query = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.float32))[:, None]
         qf = F.avg_pool2d(query, self.pool).flatten(1)
-        d = (self.norms[pool][None] - 2 * qf @ self.features[pool].T).double()
-        # distances are multiples of 1 / pool**4 apart: noise below that only reorders exact ties
-        d += torch.rand(d.shape, generator=gen, dtype=torch.float64) * (0.4 / self.pool ** 4)
+        d = self.norms[pool][None] - 2 * qf @ self.features[pool].T
         kk = min(k, len(pool))
-        near = d.topk(kk, largest=False).indices
+        near = d.topk(kk, largest=False, sorted=False).indices
         if kk < k:
             near = near[:, torch.randint(0, kk, (k,), generator=gen)]
         return self.windows[pool[near].numpy()]
@@ -137,23 +141,29 @@ class Library:
     def __init__(self, tiles: Sequence[np.ndarray], groups: Sequence[str], settings: QuiltSettings):
         settings.check()
         self.settings = settings
-        kept = [(t, g) for t, g in zip(tiles, groups) if min(t.shape[:2]) >= settings.refine]
-        if not kept:
-            raise PriorPathError(f"quilt library: no tiles of at least {settings.refine}x{settings.refine} pixels")
+        side = min(settings.block, max(min(t.shape[:2]) for t in tiles)) if len(tiles) else 0
+        kept = [(t, g) for t, g in zip(tiles, groups) if min(t.shape[:2]) >= side]
+        if not kept or side < 16:
+            raise PriorPathError("quilt library: no tiles of at least 16x16 pixels")
         self.group_names = sorted({g for _, g in kept})
         self.tile_group = np.array([self.group_names.index(g) for _, g in kept], np.int64)
         self.shapes = np.array([t.shape[:2] for t, _ in kept], np.int64)
         sizes = self.shapes[:, 0] * self.shapes[:, 1]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.pixels = np.concatenate([np.ascontiguousarray(t[..., :3]).reshape(-1, 3) for t, _ in kept])
-        self.tissue = luma(self.pixels[None])[0] <= settings.threshold  # the paper's rule, per pixel
+        # how far each pixel's luma is from the threshold: > 0 is air, <= 0 tissue (the paper's rule)
+        self.margin = luma(self.pixels[None])[0].astype(np.int16) - settings.threshold
+        self.tissue = self.margin <= 0
         if not self.tissue.any():
             raise PriorPathError("quilt library: no tissue in any tile (every pixel is brighter than the "
                                  f"threshold {settings.threshold}); give it real H&E tiles")
         if self.tissue.all():
             raise PriorPathError("quilt library: no air (glass) in any tile; add tiles that show a tissue edge")
-        self.coarse = WindowIndex(self, settings.block, settings.block // 6)
-        self.fine = WindowIndex(self, settings.refine, settings.refine // 4)
+        if side < settings.block:  # small tiles (a style reference of thumbnails): smaller blocks
+            block = side // _pool(side) * _pool(side)
+            settings = dataclasses.replace(settings, block=block, overlap=min(settings.overlap, block // 4))
+            self.settings = settings
+        self.index = WindowIndex(self, settings.block, settings.block // 6)
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -192,7 +202,7 @@ def synthesize(library: Library, target: np.ndarray, rng: np.random.Generator,
     b, o = s.block, s.overlap
     step = b - o
     ny, nx = max(1, math.ceil((h0 - o) / step)), max(1, math.ceil((w0 - o) / step))
-    h, w = max(ny * step + o, s.refine), max(nx * step + o, s.refine)
+    h, w = ny * step + o, nx * step + o
     padded = np.pad(target, ((0, h - h0), (0, w - w0)), mode="edge")
     if group is None:
         g = library.pick_group(target, rng)
@@ -203,17 +213,14 @@ def synthesize(library: Library, target: np.ndarray, rng: np.random.Generator,
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
 
     blocks = np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
-    cand = library.coarse.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
+    cand = library.index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
     src = _choose(library, blocks, cand, rng)
     out, cls = _quilt(library, src, (h, w))
-    raw_wrong = float((cls[:h0, :w0] != target).mean())
-    refined = _refine(library, out, cls, padded, g, gen, rng)
     out = out[:h0, :w0]
     corrected = _make_label_exact(out, target, s.threshold, cls[:h0, :w0])
     flat = src.reshape(-1, 3)
     unique = len({tuple(r) for r in flat.tolist()})
-    return Synthesis(out, library.group_names[g], raw_wrong, refined * h * w / (h0 * w0), corrected,
-                     1 - unique / len(flat), _coherent(src, step))
+    return Synthesis(out, library.group_names[g], corrected, 1 - unique / len(flat), _coherent(src, step))
 
 
 def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -246,8 +253,7 @@ def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.rand
             extra.append(nb[:, None])
         options = np.concatenate([options] + extra, 1)  # n x (k + 2) x 3
         target = blocks[ii, jj]  # n x b x b
-        mism = (library.tissue[library.flat_index(options, ar_b, ar_b)] != target[:, None]).sum((2, 3))
-        cost = mism * s.mask_weight
+        cost = s.mask_weight * _correction(library.margin[library.flat_index(options, ar_b, ar_b)], target[:, None])
         left = jj > 0
         if left.any():
             mine = colour[library.flat_index(options[left], ar_b, ar_o)].astype(np.float32)
@@ -294,54 +300,6 @@ def _quilt(library: Library, src: np.ndarray, size: tuple[int, int]) -> tuple[np
     return out, cls
 
 
-def _refine(library: Library, out: np.ndarray, cls: np.ndarray, target: np.ndarray, group: int,
-            gen: torch.Generator, rng: np.random.Generator) -> float:
-    """Redraw the cells that hold pixels of the wrong class with windows that match the mask there.
-
-    The image is cut into cells of ``refine - 2 * margin``; a cell with wrong pixels gets a ``refine``-sided
-    window (the cell and its margin), chosen by mask agreement and by colour agreement with the first pass
-    where that was right, and takes that window's pixels only around its wrong pixels (dilated 2 px), so
-    the rest of the first pass stays. Returns the fraction of pixels redrawn.
-    """
-    s = library.settings
-    r, m = s.refine, s.refine_margin
-    cell = r - 2 * m
-    wrong = (cls != target).astype(np.uint8)
-    if not wrong.any():
-        return 0.0
-    h, w = target.shape
-    # cells tile the image; each cell's window holds it with a margin of context (less at the borders)
-    grid = [(cy, cx, min(max(cy - m, 0), h - r), min(max(cx - m, 0), w - r))
-            for cy in range(0, h, cell) for cx in range(0, w, cell)]
-    todo = [g for g in grid if wrong[g[0]:g[0] + cell, g[1]:g[1] + cell].any()]
-    if not todo:
-        return 0.0
-    redraw = cv2.dilate(wrong, np.ones((5, 5), np.uint8)).astype(bool)
-    done = np.zeros_like(redraw)
-    win = np.stack([target[y:y + r, x:x + r] for _, _, y, x in todo])
-    cand = library.fine.nearest(win, group, s.candidates, gen)  # n x k x 3
-    ar = np.arange(r)
-    idx = library.flat_index(cand, ar, ar)  # n x k x r x r
-    mism = (library.tissue[idx] != win[:, None]).sum((2, 3))
-    have = np.stack([out[y:y + r, x:x + r] for _, _, y, x in todo]).astype(np.float32)
-    right = np.stack([wrong[y:y + r, x:x + r] == 0 for _, _, y, x in todo])
-    diff = ((library.pixels[idx].astype(np.float32) - have[:, None]) ** 2).sum(-1) * right[:, None]
-    colour = diff.sum((2, 3)) / np.maximum(right.sum((1, 2)), 1)[:, None] / (3 * 65025.0)
-    cost = mism * s.mask_weight + colour
-    best = cost.min(1, keepdims=True)
-    ok = cost <= best * (1 + s.tolerance) + 1e-9
-    pick = np.array([rng.choice(np.nonzero(row)[0]) for row in ok])
-    chosen = idx[np.arange(len(todo)), pick]  # n x r x r
-    for (cy, cx, y, x), flat in zip(todo, chosen):
-        rows, cols = slice(cy, min(cy + cell, h)), slice(cx, min(cx + cell, w))
-        take = redraw[rows, cols]
-        src = flat[cy - y:cy - y + take.shape[0], cx - x:cx - x + take.shape[1]][take]
-        out[rows, cols][take] = library.pixels[src]
-        cls[rows, cols][take] = library.tissue[src]
-        done[rows, cols] |= take
-    return float(done.mean())
-
-
 def _cut(err: np.ndarray) -> np.ndarray:
     """N x rows x cols error -> N x rows x cols bool: True right of the cheapest top-to-bottom 8-connected path."""
     n, rows, cols = err.shape
@@ -363,24 +321,42 @@ def _cut(err: np.ndarray) -> np.ndarray:
     return np.arange(cols)[None, None, :] >= path[:, :, None]
 
 
+def _correction(margin: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Mean luma change (in [0, 1]) that would make windows' pixels (``margin`` = luma - threshold, ... x r x r)
+    obey the target mask: a window whose texture is already on the right side of the threshold costs 0, a
+    pale window under a porous mask costs little, white glass where the mask says tissue costs a lot."""
+    m = margin.astype(np.float32)
+    need = np.where(target, np.maximum(m, 0), np.maximum(1 - m, 0))
+    return need.mean((-2, -1)) / 255.0
+
+
 def _make_label_exact(out: np.ndarray, target: np.ndarray, threshold: int, cls: np.ndarray) -> float:
-    """Give every pixel of the wrong class the colour of the nearest right pixel of its target class."""
+    """Shift the luma of every pixel of the wrong class just across the threshold, keeping its hue.
+
+    Adding the same amount to R, G and B moves luma by that amount and leaves the hue alone. Blocks were
+    chosen to need little of it (``_correction``), so most changes are a few grey levels on pixels that
+    were near the threshold already. (Blending far-off pixels toward their neighbourhood's colour instead
+    measured worse: crop FID 145-150 against 137 on the realism benchmark's tuning half.)
+    Returns the fraction of pixels changed.
+    """
     wrong = cls != target
     if not wrong.any():
         return 0.0
-    for want in (True, False):
-        bad = wrong & (target == want)
-        if not bad.any():
-            continue
-        good = ~wrong & (target == want)
-        if good.any():
-            _, (iy, ix) = ndimage.distance_transform_edt(~good, return_indices=True)
-            out[bad] = out[iy[bad], ix[bad]]
-        else:  # no right pixel of this class anywhere: a neutral colour on the right side of the threshold
-            out[bad] = (150, 90, 150) if want else (240, 240, 240)
-    # the copied colours are right by construction; assert it rather than trust it
-    if ((luma(out) <= threshold) != target).any():
+    img = out.astype(np.int16)
+    lum = luma(out).astype(np.int16)[wrong]
+    goal = np.where(target[wrong], threshold - CORRECTION_MARGIN, threshold + 1 + CORRECTION_MARGIN)
+    img[wrong] = np.clip(img[wrong] + (goal - lum)[:, None], 0, 255)
+    fixed = img.astype(np.uint8)
+    # clipping at 0 or 255, or rounding, can leave a pixel short: step it further until the rule holds
+    for _ in range(255):
+        off = (luma(fixed) <= threshold) != target
+        if not off.any():
+            break
+        step = np.where(target[off], -1, 1)[:, None]
+        fixed[off] = np.clip(fixed[off].astype(np.int16) + step, 0, 255).astype(np.uint8)
+    if ((luma(fixed) <= threshold) != target).any():
         raise AssertionError("quilt: the label correction left pixels of the wrong class")
+    out[...] = fixed
     return float(wrong.mean())
 
 

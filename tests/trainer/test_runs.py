@@ -147,7 +147,7 @@ def test_check_dataset_names_what_is_missing(dataset, tmp_path):
 def test_roles_of_every_model():
     roles = {name: model_role(name) for name in REGISTRY}
     assert roles == {"pix2pix": "mask", "cyclegan": "mask", "analogy": "mask", "pix2pixhd": "rgb",
-                     "dcgan": None, "depas": None}
+                     "quilt": "rgb", "dcgan": None, "depas": None}
 
 
 def test_commands_are_what_the_cli_parses(tmp_path):

@@ -27,12 +27,10 @@ from .base import GanModel, ModelOptions
 
 @dataclasses.dataclass(frozen=True)
 class Options(ModelOptions):
-    block: int = 96  # first pass: blocks that carry tissue structure
+    block: int = 96  # blocks this large carry tissue structure
     overlap: int = 24
-    refine: int = 32  # second pass: windows that redraw cells of the wrong class
-    refine_margin: int = 4
     candidates: int = 16
-    mask_weight: float = 0.004
+    mask_weight: float = 1.0
     tolerance: float = 0.15
     threshold: int = 204  # the paper's rule: H&E 204, IHC 235
     max_tiles: int = 160  # patches the library keeps (a uniform sample of all seen)

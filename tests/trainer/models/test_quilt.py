@@ -45,9 +45,17 @@ def rule(rgb: np.ndarray) -> np.ndarray:
     return np.where(luma(rgb) <= 204, 255, 0).astype(np.uint8)
 
 
-def library_colours(engine: Engine) -> set[int]:
-    pixels = engine.rgb_model.module.library().pixels.astype(np.int64)
-    return set((pixels[:, 0] << 16 | pixels[:, 1] << 8 | pixels[:, 2]).tolist())
+def codes(rgb: np.ndarray) -> np.ndarray:
+    flat = rgb.reshape(-1, 3).astype(np.int64)
+    return flat[:, 0] << 16 | flat[:, 1] << 8 | flat[:, 2]
+
+
+def assert_copied_or_shifted(out, library: Library) -> None:
+    """Every pixel is a library colour, or one whose luma was shifted to just across the threshold."""
+    foreign = ~np.isin(codes(out.rgb), np.unique(codes(library.pixels)))
+    assert foreign.mean() <= out.corrected + 1e-9
+    near = np.abs(luma(out.rgb).reshape(-1).astype(int) - 204) <= 3
+    assert near[foreign].all(), "a pixel that is neither copied nor a minimal luma shift"
 
 
 def test_the_threshold_rule_gives_back_the_mask_exactly(engine, fine_masks):
@@ -65,12 +73,12 @@ def test_any_size_and_uniform_masks_stay_label_exact(engine, fine_masks, shape):
 
 
 def test_the_output_is_made_of_real_library_pixels(engine, fine_masks):
-    """Copying, not painting: almost every output colour occurs in the library (a network's output would not)."""
-    colours = library_colours(engine)
-    rgb = engine.rgb(fine_masks[0], seed=0).reshape(-1, 3).astype(np.int64)
-    codes = rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]
-    real = np.isin(codes, np.fromiter(colours, np.int64)).mean()
-    assert real > 0.95, f"only {real:.1%} of output pixels are library colours"
+    """Copying, not painting: pixels are library colours except the few shifted across the threshold."""
+    library = engine.rgb_model.module.library()
+    for k, mask in enumerate(fine_masks):
+        out = synthesize(library, mask > 0, np.random.default_rng(k))
+        assert_copied_or_shifted(out, library)
+        assert out.corrected < 0.3
 
 
 def test_seeds_repeat_and_vary(engine, fine_masks):
@@ -95,7 +103,8 @@ def test_one_tile_copies_one_slide(fine_masks):
     for seed in range(6):
         out = synthesize(lib, fine_masks[0] > 0, np.random.default_rng(seed))
         tissue = out.rgb[fine_masks[0] > 0].astype(int)
-        reddish = (tissue[:, 0] > tissue[:, 2]).mean()
+        stained = tissue[np.abs(tissue[:, 0] - tissue[:, 2]) > 30]  # glass shifted into tissue stays grey
+        reddish = (stained[:, 0] > stained[:, 2]).mean()
         assert reddish > 0.97 or reddish < 0.03, f"a patchwork of stains ({reddish:.0%} reddish)"
         seen.add(out.group)
     assert seen == {"pink", "blue"}  # the seed picks the slide
@@ -135,10 +144,9 @@ def test_style_reference_replaces_the_library(quilt_ckpt, fine_masks, data_dir, 
     assert engine.style and engine.style_groups() == ["style"]
     rgb = engine.rgb(fine_masks[0], seed=0)
     assert np.array_equal(rule(rgb), fine_masks[0])
-    ref_codes = cv2.cvtColor(region, cv2.COLOR_BGR2RGB).reshape(-1, 3).astype(np.int64)
-    ref_codes = ref_codes[:, 0] << 16 | ref_codes[:, 1] << 8 | ref_codes[:, 2]
-    out = rgb.reshape(-1, 3).astype(np.int64)
-    assert np.isin(out[:, 0] << 16 | out[:, 1] << 8 | out[:, 2], ref_codes).mean() > 0.95
+    library = engine.rgb_model.module.library()
+    assert len(library) == 1 and np.array_equal(library.tile_rgb(0), cv2.cvtColor(region, cv2.COLOR_BGR2RGB))
+    assert_copied_or_shifted(synthesize(library, fine_masks[0] > 0, np.random.default_rng(0)), library)
     engine.set_style(None)  # back to the shipped library
     assert engine.style is None and len(engine.style_groups()) >= 2
 
