@@ -46,7 +46,7 @@ class Sample:
     """One generated result: the coarse mask as sent, its fine mask and (with an RGB model) its RGB tile."""
 
     seed: int
-    coarse: np.ndarray
+    coarse: Optional[np.ndarray]  # None when the user opened a fine mask (the mask stage was skipped)
     fine: np.ndarray
     rgb: Optional[np.ndarray]
 
@@ -71,10 +71,11 @@ def mask_hint(mask: np.ndarray) -> Optional[str]:
     return None
 
 
-def load_engine(mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto") -> Engine:
-    """An Engine, with any failure turned into one message that names the checkpoints."""
+def load_engine(mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto",
+                style: Optional[list[str]] = None) -> Engine:
+    """An Engine (with a stain style reference when given), any failure turned into one message."""
     try:
-        return Engine(mask_model, rgb_model, device=device)
+        return Engine(mask_model, rgb_model, device=device, style=style)
     except PriorPathError:
         raise  # already names the file and the problem
     except Exception as exc:  # a checkpoint that parses but does not run, a device that is not there, ...
@@ -322,15 +323,18 @@ class GenerationView(QWidget):
         """The engine in use; None while new models load or when none could be loaded."""
         return None if self._loading is not None else self._engine
 
-    def set_models(self, mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto") -> Job:
+    def set_models(self, mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto",
+                   style: Optional[list[str]] = None) -> Job:
         """Load an Engine off the GUI thread (None: the shipped default, "none": no model of that role).
+
+        ``style``: real H&E images or folders the RGB stage takes its stain from (``Engine.set_style``).
 
         On success ``modelsChanged`` and ``engineReady`` are emitted and the current sketch is previewed again;
         on failure an error names the file and the previous engine stays in use.
         """
         if self._loading is not None:
             self._loading.cancel()  # its result, when it comes, is dropped
-        job = Job(lambda progress, cancel: load_engine(mask_model, rgb_model, device), "load models", self)
+        job = Job(lambda progress, cancel: load_engine(mask_model, rgb_model, device, style), "load models", self)
         job.finished.connect(lambda engine, job=job: self._on_engine_loaded(job, engine))
         job.failed.connect(lambda message, job=job: self._on_engine_failed(job, message))
         job.cancelled.connect(job.deleteLater)
@@ -475,8 +479,30 @@ class GenerationView(QWidget):
         self._request_id += 1  # whatever is under way is stale now
         self._latest.cancel()
 
+    def render_fine(self, fine: np.ndarray, name: str = "") -> None:
+        """A fine mask the user already has -> its RGB tile, the mask stage skipped (shown until the next stroke)."""
+        engine = self.engine()
+        if engine is None or engine.rgb_model is None:
+            self._set_status("an RGB model is needed to draw a fine mask (Models menu)")
+            return
+        self._timer.stop()
+        self._request_id += 1
+        rid, seed = self._request_id, self.seed()
+        relay = self._relay
+
+        def job(progress: ProgressFn, cancel: CancelToken):
+            rgb = engine.rgb(fine, seed, lambda d, t, m: relay.progress.emit(rid, d, t, m), cancel)
+            return rid, Sample(seed, None, fine, rgb)
+
+        self.panes["fine"].show_image(fine, name)
+        self.panes["rgb"].show_pending("updating…")
+        self._latest.submit(job, f"RGB for {name or 'a fine mask'} (seed {seed})")
+        self._set_status(f"drawing the RGB tile of {name or 'the fine mask'} (seed {seed})…")
+
     def _show_sample(self, sample: Sample) -> None:
         self.panes["coarse"].show_image(sample.coarse)
+        if sample.coarse is None:
+            self.panes["coarse"].view.set_placeholder("a fine mask was opened: no sketch")
         self.panes["fine"].show_image(sample.fine, f"seed {sample.seed}")
         if sample.rgb is not None:
             self.panes["rgb"].show_image(sample.rgb, f"seed {sample.seed}")

@@ -53,6 +53,7 @@ class MainWindow(QMainWindow):
         self.mask_model = mask_model or self.prefs.mask_model
         self.rgb_model = rgb_model or self.prefs.rgb_model
         self.device = device or self.prefs.device
+        self.style: Optional[list[str]] = None  # stain reference for the RGB stage (Models menu)
         self.dataset = dataset or self.prefs.dataset
         self.ask_before_discarding = True  # tests switch the close/new confirmations off
 
@@ -122,6 +123,8 @@ class MainWindow(QMainWindow):
         self._action(file, "&Open mask…", self.open_dialog, QKeySequence.StandardKey.Open,
                      "open a PNG/TIFF mask or a Labelme JSON")
         self._action(file, "Import &Labelme JSON…", self.import_labelme_dialog)
+        self._action(file, "Open &fine mask for the RGB stage…", self.open_fine_dialog,
+                     tip="draw the RGB tile of a fine mask you already have, skipping the mask stage")
         self.recent_menu = file.addMenu("Open &recent")
         self._fill_recent()
         file.addSeparator()
@@ -156,6 +159,12 @@ class MainWindow(QMainWindow):
         self.no_rgb_action.setCheckable(True)
         self.no_rgb_action.setChecked(self.rgb_model is not None and str(self.rgb_model).lower() == "none")
         self._action(models, "Use the bundled default models", self.use_default_models)
+        models.addSeparator()
+        self._action(models, "Stain style from a folder…", self.style_folder_dialog,
+                     tip="real H&E tiles (or a prepared folder): the RGB stage copies or matches their stain")
+        self._action(models, "Stain style from images…", self.style_files_dialog)
+        self.no_style_action = self._action(models, "No stain style (the model's own)", lambda: self.set_style(None))
+        self.no_style_action.setEnabled(False)
         device_menu = models.addMenu("&Device")
         group = QActionGroup(self)
         for name in ("auto", "cpu", "cuda", "mps"):
@@ -209,7 +218,7 @@ class MainWindow(QMainWindow):
     # --- start-up ---------------------------------------------------------------------------------------------
     def start(self, open_path: Optional[Path] = None) -> None:
         """Load models and the cluster dataset in workers; open a file or offer to recover a crashed sketch."""
-        self.generation.set_models(self.mask_model, self.rgb_model, self.device)
+        self.generation.set_models(self.mask_model, self.rgb_model, self.device, self.style)
         self.clusters.set_dataset(self.dataset)
         saved = self._settings().value("training")
         if isinstance(saved, str):
@@ -416,26 +425,57 @@ class MainWindow(QMainWindow):
             self.rgb_model = path
             self.prefs.rgb_model = path
             self.no_rgb_action.setChecked(False)
-        self.generation.set_models(self.mask_model, self.rgb_model, self.device)
+        self.generation.set_models(self.mask_model, self.rgb_model, self.device, self.style)
         self.docks["generation"].raise_()
         self._prefs_timer.start()
 
     def use_default_models(self) -> None:
         self.mask_model = self.rgb_model = self.prefs.mask_model = self.prefs.rgb_model = None
         self.no_rgb_action.setChecked(False)
-        self.generation.set_models(None, None, self.device)
+        self.generation.set_models(None, None, self.device, self.style)
         self._prefs_timer.start()
 
     def _toggle_rgb(self, checked: bool) -> None:
         self.rgb_model = "none" if checked else self.prefs.rgb_model if self.prefs.rgb_model != "none" else None
         self.prefs.rgb_model = self.rgb_model
-        self.generation.set_models(self.mask_model, self.rgb_model, self.device)
+        self.generation.set_models(self.mask_model, self.rgb_model, self.device, self.style)
         self._prefs_timer.start()
 
     def set_device(self, device: str) -> None:
         self.device = self.prefs.device = device
-        self.generation.set_models(self.mask_model, self.rgb_model, device)
+        self.generation.set_models(self.mask_model, self.rgb_model, device, self.style)
         self._prefs_timer.start()
+
+    def style_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Stain style: a folder of real H&E tiles", self._last_folder())
+        if folder:
+            self.set_style([folder])
+
+    def style_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Stain style: real H&E images", self._last_folder(),
+                                                "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
+        if files:
+            self.set_style(files)
+
+    def set_style(self, paths: Optional[list[str]]) -> None:
+        """Take the RGB stage's stain from these images or folders (None: the model's own); reloads the models."""
+        self.style = list(paths) if paths else None
+        self.no_style_action.setEnabled(self.style is not None)
+        self.generation.set_models(self.mask_model, self.rgb_model, self.device, self.style)
+
+    def open_fine_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a fine mask for the RGB stage", self._last_folder(),
+                                              MASK_FILTER)
+        if path:
+            self.open_fine(Path(path))
+
+    def open_fine(self, path: Path) -> None:
+        """Read a fine mask in a worker and draw its RGB tile; the sketch on the canvas is left alone."""
+        from trainer.generate import read_coarse
+
+        self._run_job(lambda progress, cancel: read_coarse(path, allow_empty=True), "open fine mask",
+                      lambda fine: self.generation.render_fine(fine, path.name), "Cannot open fine mask")
+        self.docks["generation"].raise_()
 
     def _on_models_changed(self, described: dict) -> None:
         self.models_in_use = dict(described)

@@ -191,7 +191,10 @@ class Engine:
         return self.rgb_model.module.style_groups()
 
     def describe(self) -> dict[str, str]:
-        return {role: (m.label if m else "none") for role, m in (("mask", self.mask), ("rgb", self.rgb_model))}
+        described = {role: (m.label if m else "none") for role, m in (("mask", self.mask), ("rgb", self.rgb_model))}
+        if self.style:
+            described["rgb"] += f", style from {self.style}"
+        return described
 
     # --- public calls ---------------------------------------------------------------------------------------
     def fine(self, coarse: np.ndarray, seed: int = 0, progress: ProgressFn = no_progress,

@@ -14,6 +14,7 @@ from priorpath_desktop.document import MaskDocument
 from priorpath_desktop.main_window import MainWindow
 from priorpath_desktop.messages import open_messages
 from priorpath_desktop.preferences import Preferences
+from trainer.data.masks import luma
 
 from .test_canvas import pen_stroke
 
@@ -57,7 +58,7 @@ def test_opens_on_the_bundled_defaults_and_a_pen_sketch_becomes_a_fine_mask_and_
     window = make_window(qtbot)  # no models, no dataset named: the shipped defaults and the bundled sample
     described = window.models_in_use
     assert "analogy" in described["mask"] and "mask_default" in described["mask"]
-    assert "pix2pixhd" in described["rgb"] and "rgb_default" in described["rgb"]
+    assert "quilt" in described["rgb"] and "rgb_default" in described["rgb"]
     with qtbot.waitSignal(window.generation.previewShown, timeout=WAIT):
         pen_sketch(window)
     results = window.generation.current_results()
@@ -66,11 +67,38 @@ def test_opens_on_the_bundled_defaults_and_a_pen_sketch_becomes_a_fine_mask_and_
     assert results["rgb"].shape == (128, 256, 3)
     tissue = results["coarse"] > 0
     assert results["rgb"][tissue].mean() < results["rgb"][~tissue].mean()  # stained tissue is darker than glass
+    assert np.array_equal(luma(results["rgb"]) <= 204, results["fine"] > 0)  # the tile is labelled exactly by its fine mask
     qtbot.waitUntil(lambda: window.clusters.result() is not None, timeout=WAIT)
     assert sum(window.clusters.result().counts) >= 20  # real masks of the bundled sample
     about = window.show_about()
-    assert "analogy" in about.text() and "pix2pixhd" in about.text()
+    assert "analogy" in about.text() and "quilt" in about.text()
     about.close()
+    window.close()
+
+
+def test_a_fine_mask_opened_for_the_rgb_stage_and_a_stain_style(qtbot, tmp_path, sample_patches):
+    """File -> Open fine mask draws its RGB tile with the default quilt model; a style reloads the models."""
+    import cv2
+
+    window = make_window(qtbot)
+    fine_path = sorted((sample_patches / "fine").glob("*.png"))[1]
+    fine = cv2.imread(str(fine_path), cv2.IMREAD_GRAYSCALE)
+    with qtbot.waitSignal(window.generation.previewShown, timeout=WAIT):
+        window.open_fine(fine_path)
+    results = window.generation.current_results()
+    assert "coarse" not in results and np.array_equal(results["fine"], fine)
+    assert np.array_equal(luma(results["rgb"]) <= 204, fine > 0)
+    reference = tmp_path / "style"
+    reference.mkdir()
+    for p in sorted((sample_patches / "rgb").glob("*.png"))[:2]:
+        (reference / p.name).write_bytes(p.read_bytes())
+    with qtbot.waitSignal(window.generation.engineReady, timeout=WAIT):
+        window.set_style([str(reference)])
+    assert "style from 2 reference images" in window.models_in_use["rgb"]
+    assert window.no_style_action.isEnabled()
+    with qtbot.waitSignal(window.generation.engineReady, timeout=WAIT):
+        window.set_style(None)
+    assert "style" not in window.models_in_use["rgb"] and not window.no_style_action.isEnabled()
     window.close()
 
 
