@@ -1,6 +1,6 @@
 """The figure in the README: hand-drawn sketches -> fine masks -> H&E tiles, beside real tiles, full resolution.
 
-    python docs/rgb_figure.py [--out docs/rgb_from_sketches.png] [--style IMAGE_OR_DIR ...]
+    python docs/rgb_figure.py [--out docs/rgb_from_sketches.jpg] [--style IMAGE_OR_DIR ...]
 
 Rows: the bundled hand-drawn sketches (resources/sample/sketches). Columns: sketch | fine mask (default mask
 model, seed 0) | RGB with the default RGB model, seeds 0 and 1 | RGB with ``--style`` (default: two tiles of
@@ -31,7 +31,7 @@ STYLE = [REPO.parent / "shared" / "data" / "osteosarcoma_tcia_ut" / name for nam
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "rgb_from_sketches.png")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "rgb_from_sketches.jpg")
     ap.add_argument("--style", nargs="+", type=Path, default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,7 +52,7 @@ def main() -> None:
             gutter = np.full((cells[0].shape[0], 4, 3), 255, np.uint8)
             rows.append(np.concatenate([x for c in cells for x in (c, gutter)][:-1], 1))
     sheet = np.concatenate([x for r in rows for x in (r, np.full((4, r.shape[1], 3), 255, np.uint8))][:-1], 0)
-    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     print(f"{args.out}: {len(rows)} rows; columns: sketch, fine, RGB seed 0, seed 1, --style, a real patch")
 
 
