@@ -112,6 +112,7 @@ class ClusterBrowser(QWidget):
 
     underlayRequested = Signal(object)  # np.ndarray: HxW uint8 fine mask or HxWx3 uint8 RGB
     sketchRequested = Signal(object)  # np.ndarray: HxW uint8 0/255 coarse mask
+    styleRequested = Signal(list)  # str paths of real RGB patches: the RGB stage's stain reference
     statusMessage = Signal(str)
     datasetChanged = Signal(object)  # str: a folder the user chose here clustered fine (save it as a preference)
     clustered = Signal(object)  # the ClusterResult now shown
@@ -216,6 +217,12 @@ class ClusterBrowser(QWidget):
         self.sketch_button = QPushButton("Start sketch from its coarse mask")
         self.sketch_button.setToolTip(SKETCH_TIP)
         self.sketch_button.clicked.connect(self.start_sketch)
+        self.style_cluster_button = QPushButton("Stain style: this cluster")
+        self.style_cluster_button.setToolTip("the RGB stage copies (or matches) the stain of this cluster's H&E patches")
+        self.style_cluster_button.clicked.connect(self.style_from_cluster)
+        self.style_slide_button = QPushButton("Stain style: this slide")
+        self.style_slide_button.setToolTip("the RGB stage takes its stain from every patch of the selected patch's slide")
+        self.style_slide_button.clicked.connect(self.style_from_slide)
 
         head = QHBoxLayout()
         head.addWidget(self.back_button)
@@ -243,6 +250,10 @@ class ClusterBrowser(QWidget):
         underlays.addWidget(self.use_rgb_button)
         lay.addLayout(underlays)
         lay.addWidget(self.sketch_button)
+        styles = QHBoxLayout()
+        styles.addWidget(self.style_cluster_button)
+        styles.addWidget(self.style_slide_button)
+        lay.addLayout(styles)
 
         self.stack = QStackedWidget()
         self.stack.addWidget(overview)
@@ -380,6 +391,25 @@ class ClusterBrowser(QWidget):
         if self.member_loaded() and "rgb" in self._images:
             self.underlayRequested.emit(self._images["rgb"].copy())
             self.statusMessage.emit(f"underlay: RGB patch {self._images_stem}")
+
+    def style_from_cluster(self) -> None:
+        """Ask for the open cluster's RGB patches as the stain reference (grouped by slide by the engine)."""
+        if self._result is None or self._cluster < 0:
+            return
+        paths = [str(self._result.path(s, "rgb")) for s in self._members]
+        self.styleRequested.emit(paths)
+        self.statusMessage.emit(f"stain style: cluster {self._cluster + 1} ({len(paths)} patches)")
+
+    def style_from_slide(self) -> None:
+        """Ask for every patch of the selected patch's source slide as the stain reference."""
+        stem = self.selected_stem()
+        if self._result is None or stem is None:
+            self.statusMessage.emit("select a patch first: its slide becomes the stain style")
+            return
+        slide = stem.rsplit("_x", 1)[0]
+        paths = [str(self._result.path(s, "rgb")) for s in self._result.stems if s.rsplit("_x", 1)[0] == slide]
+        self.styleRequested.emit(paths)
+        self.statusMessage.emit(f"stain style: slide {slide} ({len(paths)} patches)")
 
     def start_sketch(self) -> None:
         if not self.member_loaded():

@@ -185,6 +185,7 @@ class MainWindow(QMainWindow):
         self.canvas.zoomChanged.connect(lambda z: self._status_zoom.setText(f"{z * 100:.0f} %"))
         self.clusters.underlayRequested.connect(self.canvas.set_underlay)
         self.clusters.sketchRequested.connect(self.start_from_mask)
+        self.clusters.styleRequested.connect(self.set_style)
         self.clusters.datasetChanged.connect(self._dataset_chosen)
         self.clusters.clustered.connect(self._clustered)
         self.clusters.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 5000))

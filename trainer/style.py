@@ -1,7 +1,7 @@
 """A stain style reference: real H&E tiles named by the user (``--style DIR|FILE...``), read and checked.
 
-A prepared folder (``priorpath prepare`` output) gives its ``rgb/`` patches grouped by source image, so a
-generated tile copies one slide; any other folder or file gives its images as one group, the style the user
+A prepared folder (``priorpath prepare`` output), or patches named from one, gives its ``rgb/`` patches
+grouped by source image, so a generated tile copies one slide; any other folder or file gives its images as one group, the style the user
 picked. Masks, grey images, images too small to hold a block and a reference without tissue are refused with
 one line that says which file and why.
 """
@@ -38,7 +38,9 @@ def read_style(paths: Sequence[Union[str, Path]], threshold: int = STAIN_THRESHO
             raise PriorPathError(f"--style {given}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) there")
         for f in files:
             tiles.append(_read_tile(f))
-            groups.append(f.stem.rsplit("_x", 1)[0] if prepared else "style")
+            # a prepared patch (named alone, e.g. a cluster's members) keeps its slide as its group
+            from_prepared = prepared or (f.parent.name == "rgb" and (f.parent.parent / "manifest.csv").is_file())
+            groups.append(f.stem.rsplit("_x", 1)[0] if from_prepared else "style")
     if sum(t.shape[0] * t.shape[1] for t in tiles) > MAX_PIXELS:
         raise PriorPathError(f"--style: the reference holds more than {MAX_PIXELS // 1_000_000} million pixels; "
                              f"give a few regions of a slide, not a whole slide")

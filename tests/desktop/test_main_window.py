@@ -222,3 +222,23 @@ def test_an_unwritable_preferences_file_does_not_break_the_window(qtbot, window,
     window._save_prefs()  # logged, not raised
     window.close()
     assert window.isHidden()
+
+
+def test_a_cluster_or_a_slide_becomes_the_stain_style(qtbot, window):
+    """Cluster browser -> Stain style: this cluster / this slide reloads the models with those patches."""
+    browser = window.clusters
+    browser.open_cluster(0)
+    with qtbot.waitSignal(browser.styleRequested, timeout=WAIT) as asked, \
+            qtbot.waitSignal(window.generation.engineReady, timeout=WAIT):
+        browser.style_cluster_button.click()
+    members = browser._result.members(0)
+    assert len(asked.args[0]) == len(members) and all(Path(p).is_file() for p in asked.args[0])
+    assert f"style from {len(members)} reference images" in window.models_in_use["rgb"]
+    qtbot.waitUntil(lambda: browser.members_list.count() > 0, timeout=WAIT)
+    browser.members_list.setCurrentRow(0)
+    stem = browser.selected_stem()
+    with qtbot.waitSignal(browser.styleRequested, timeout=WAIT) as asked, \
+            qtbot.waitSignal(window.generation.engineReady, timeout=WAIT):
+        browser.style_slide_button.click()
+    slide = stem.rsplit("_x", 1)[0]
+    assert asked.args[0] and all(Path(p).name.startswith(slide + "_x") for p in asked.args[0])

@@ -89,3 +89,14 @@ def test_export_remembers_its_style(engine_models, reference, tmp_path):
     with pytest.raises(PriorPathError, match="other style"):
         export_dataset([SKETCHES], tmp_path / "ds", 3, plain, size=(64, 128))
     export_dataset([SKETCHES], tmp_path / "ds", 3, styled, size=(64, 128))  # the same style continues it
+
+
+def test_patches_named_from_a_prepared_folder_keep_their_slides(sample_patches, reference):
+    """A cluster's members (prepared patches named one by one) are grouped by slide; loose images form one group."""
+    from trainer.style import read_style
+
+    files = sorted((sample_patches / "rgb").glob("*.png"))[:12]
+    _, groups = read_style(files)
+    assert groups == [f.stem.rsplit("_x", 1)[0] for f in files] and len(set(groups)) > 1
+    _, loose = read_style([reference])
+    assert set(loose) == {"style"}
