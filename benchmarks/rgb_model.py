@@ -27,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trainer.inference import Engine, default_model_path  # noqa: E402
+from trainer.inference import Engine  # noqa: E402
 from trainer.metrics.frechet import fid  # noqa: E402
 from trainer.metrics.inception import InceptionFeatures  # noqa: E402
 
@@ -43,7 +43,8 @@ def features(extractor: InceptionFeatures, tiles: list[np.ndarray], batch: int =
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--rgb-model", type=Path, default=default_model_path("rgb"))
+    ap.add_argument("--rgb-model", type=Path, default=REPO / "resources" / "models" / "rgb_pix2pixhd.safetensors",
+                    help="default: the shipped pix2pixHD, whose card quotes this script")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "rgb_model.md")
     args = ap.parse_args()
     held, train = args.work / "heldout", args.work / "train"

@@ -156,32 +156,37 @@ class Engine:
         ``paths``: image files, folders of images, or prepared folders (see ``trainer.style``); ``groups``
         names a group per file found (e.g. its slide) where the caller knows better than the folders.
         """
+        from .quilting import Library
         from .stain import StainNormaliser
         from .style import read_style
 
         if self.rgb_model is None:
             raise PriorPathError("--style needs an RGB model")
-        with self._lock:
-            if not paths:
+        if not paths:
+            with self._lock:
                 self._normaliser, self.style, self.style_sha = None, None, None
                 if self.rgb_model.name == "quilt":
                     self.rgb_model.module.set_style(None)
-                return
-            tiles, found = read_style(paths, getattr(self.rgb_model.module.options, "threshold", 204))
-            if groups is not None:
-                if len(groups) != len(tiles):
-                    raise PriorPathError(f"--style: {len(groups)} group names for {len(tiles)} images")
-                found = list(groups)
-            if self.rgb_model.name == "quilt":
-                self.rgb_model.module.set_style(tiles, found)
-            else:
-                self._normaliser = StainNormaliser.fit(tiles)
+            return
+        # reading the reference and indexing it happen outside the lock: generation goes on meanwhile
+        tiles, found = read_style(paths, getattr(self.rgb_model.module.options, "threshold", 204))
+        if groups is not None:
+            if len(groups) != len(tiles):
+                raise PriorPathError(f"--style: {len(groups)} group names for {len(tiles)} images")
+            found = list(groups)
+        quilt = self.rgb_model.name == "quilt"
+        library = Library(tiles, found, self.rgb_model.module.options.settings()) if quilt else None
+        normaliser = None if quilt else StainNormaliser.fit(tiles)
+        digest = hashlib.sha256()
+        for tile, group in zip(tiles, found):
+            digest.update(group.encode())
+            digest.update(np.ascontiguousarray(tile).tobytes())
+        with self._lock:
+            if quilt:
+                self.rgb_model.module.set_style(library)
+            self._normaliser = normaliser
             self.style = f"{len(tiles)} reference image{'s' * (len(tiles) != 1)} ({Path(paths[0]).name}" + \
                 (f" and {len(paths) - 1} more)" if len(paths) > 1 else ")")
-            digest = hashlib.sha256()
-            for tile, group in zip(tiles, found):
-                digest.update(group.encode())
-                digest.update(np.ascontiguousarray(tile).tobytes())
             self.style_sha = digest.hexdigest()[:16]  # names the reference in export manifests
 
     def style_groups(self) -> list[str]:

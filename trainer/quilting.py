@@ -17,9 +17,9 @@ blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting
    wave one vectorised step that still sees its left and top neighbours.
 3. **Seams.** Each block is pasted along the minimum-error boundary cut (dynamic programming over the
    overlap error) against its left and top neighbours.
-4. **Label-exact.** Where a pasted pixel is on the wrong side of the threshold, its luma is shifted just
-   across it (the same amount added to R, G and B keeps the hue). The rule applied to the output gives
-   back the target mask exactly, and ``Synthesis.corrected`` says how many pixels needed it.
+4. **Label-exact.** Where a pasted pixel is on the wrong side of the threshold it is moved just across it
+   (``_make_label_exact``). The rule applied to the output gives back the target mask exactly, and
+   ``Synthesis.corrected`` says how many pixels needed it.
 
 Pixel-exact agreement cannot come from choosing alone: porous tissue has masks whose holes no library
 window repeats (the best 96 px window still disagrees in ~45 % of the pixels of such a block). Choosing
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from .data.masks import luma
 from .errors import PriorPathError
+
 
 @dataclass(frozen=True)
 class QuiltSettings:
@@ -80,9 +81,7 @@ def _pool(block: int) -> int:
 class Synthesis:
     rgb: np.ndarray  # HxWx3 uint8
     group: str  # the source (slide) the tile was copied from
-    corrected: float  # fraction of pixels whose luma was shifted across the threshold
-    reuse: float  # fraction of blocks whose library window was already used in this tile
-    coherent: float  # fraction of blocks that continue a neighbour's source
+    corrected: float  # fraction of pixels moved across the threshold
 
 
 class WindowIndex:
@@ -136,7 +135,7 @@ class WindowIndex:
 
 
 class Library:
-    """Real RGB tiles and their class masks (the threshold rule), grouped by source slide, with two indexes.
+    """Real RGB tiles and their class masks (the threshold rule), grouped by source slide, with a window index.
 
     Tiles may differ in size; they are kept as one flat pixel array so that windows of any tile are
     gathered with one fancy-index.
@@ -224,9 +223,7 @@ def synthesize(library: Library, target: np.ndarray, rng: np.random.Generator,
     out, cls = _quilt(library, src, (h, w))
     out = out[:h0, :w0]
     corrected = _make_label_exact(out, target, s.threshold, cls[:h0, :w0])
-    flat = src.reshape(-1, 3)
-    unique = len({tuple(r) for r in flat.tolist()})
-    return Synthesis(out, library.group_names[g], corrected, 1 - unique / len(flat), _coherent(src, step))
+    return Synthesis(out, library.group_names[g], corrected)
 
 
 def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -380,14 +377,3 @@ def _make_label_exact(out: np.ndarray, target: np.ndarray, threshold: int, cls: 
     out[...] = fixed
     return float(wrong.mean())
 
-
-def _coherent(src: np.ndarray, step: int) -> float:
-    """Fraction of blocks that continue their left or top neighbour's source window."""
-    ny, nx = src.shape[:2]
-    same = 0
-    for i in range(ny):
-        for j in range(nx):
-            t, y, x = src[i, j]
-            if j and (src[i, j - 1] == (t, y, x - step)).all() or i and (src[i - 1, j] == (t, y - step, x)).all():
-                same += 1
-    return same / (ny * nx)

@@ -1,8 +1,8 @@
 """A stain style reference: real H&E tiles named by the user (``--style DIR|FILE...``), read and checked.
 
 A prepared folder (``priorpath prepare`` output), or patches named from one, gives its ``rgb/`` patches
-grouped by source image, so a generated tile copies one slide; any other folder or file gives its images as one group, the style the user
-picked. Masks, grey images, images too small to hold a block and a reference without tissue are refused with
+grouped by source image, so a generated tile copies one slide; any other folder or file gives its images as
+one group, the style the user picked. Masks, grey images, images too small to hold a block and a reference without tissue are refused with
 one line that says which file and why.
 """
 from __future__ import annotations

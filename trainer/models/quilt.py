@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Optional, Sequence
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -134,13 +134,9 @@ class Model(GanModel):
             self._library = Library(tiles, self.groups, self.options.settings())
         return self._library
 
-    def set_style(self, tiles: Optional[Sequence[np.ndarray]], groups: Optional[Sequence[str]] = None) -> None:
-        """Draw from these real RGB tiles (grouped by ``groups``, one group if None) instead; None resets."""
-        if tiles is None:
-            self._style = None
-            return
-        groups = list(groups) if groups is not None else ["style"] * len(tiles)
-        self._style = Library(list(tiles), groups, self.options.settings())
+    def set_style(self, library: Optional[Library]) -> None:
+        """Draw from this library (a style reference, built with ``options.settings()``) instead; None resets."""
+        self._style = library
 
     def style_groups(self) -> list[str]:
         return list(self.library().group_names)
