@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -35,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trainer.data.dataset import split_by_source  # noqa: E402
-from trainer.data.prepare import PrepareSettings, parse_size, prepare, read_manifest  # noqa: E402
+from trainer.data.prepare import PrepareSettings, link_subset, parse_size, prepare, read_manifest  # noqa: E402
 from trainer.fileio import write_png  # noqa: E402
 from trainer.inference import Engine  # noqa: E402
 from trainer.metrics.report import EvalSettings, evaluate  # noqa: E402
@@ -51,20 +50,8 @@ def split(data: Path, work: Path, patch: str) -> None:
     rows = read_manifest(prepared)
     train, held = split_by_source(rows, test_fraction=HELD_OUT, seed=0, group_pattern=GROUP)
     for name, stems in (("train", train), ("heldout", held)):
-        out = work / name
-        keep = set(stems)
-        for kind in ("coarse", "fine", "rgb"):
-            (out / kind).mkdir(parents=True, exist_ok=True)
-            for stem in stems:
-                dst = out / kind / f"{stem}.png"
-                if not dst.exists():
-                    os.link(prepared / kind / f"{stem}.png", dst)
-        with open(prepared / "manifest.csv", newline="") as fh, open(out / "manifest.csv", "w", newline="") as out_fh:
-            reader = csv.DictReader(fh)
-            writer = csv.DictWriter(out_fh, reader.fieldnames)
-            writer.writeheader()
-            writer.writerows(r for r in reader if r["stem"] in keep)
-        images = {r["source"] for r in rows if r["stem"] in keep}
+        out = link_subset(prepared, work / name, stems)
+        images = {r["source"] for r in rows if r["stem"] in set(stems)}
         print(f"{name}: {len(stems)} patches from {len(images)} images -> {out}")
 
 

@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="256x512,512x1024")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--results", type=Path, default=None, help="also write the table to this markdown file")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "HxW", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -81,10 +82,18 @@ def main() -> None:
         return
     import torch
 
-    print(f"# train_step benchmark — {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.steps} timed steps after 1 warm-up, batch 1\n")
-    print("| model | size | params (M) | plain s/step | ours s/step | ours steps/s | speed-up | plain peak MB | ours peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = []
+
+    def say(line: str = "") -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    say(f"# train_step benchmark — {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {args.steps} timed steps after 1 warm-up, batch 1\n")
+    say("| model | size | params (M) | plain s/step | ours s/step | ours steps/s | speed-up | plain peak MB | "
+        "ours peak MB |")
+    say("|---|---|---|---|---|---|---|---|---|")
+    device = "?"
     for name in args.models.split(","):
         for size in args.sizes.split(","):
             results = {}
@@ -92,15 +101,20 @@ def main() -> None:
                 out = subprocess.run([sys.executable, __file__, "--one", name, size, variant, "--steps",
                                       str(args.steps), "--device", args.device], capture_output=True, text=True)
                 if out.returncode:
-                    print(f"| {name} | {size} | failed: {out.stderr.strip().splitlines()[-1]} |||||||")
+                    last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+                    say(f"| {name} | {size} | failed ({variant}): {last} |||||||")
                     break
                 results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
             else:
                 p, o = results["plain"], results["ours"]
-                print(f"| {name} | {size} | {o['params_m']:.1f} | {p['seconds']:.2f} | {o['seconds']:.2f} | "
-                      f"{1 / o['seconds']:.3f} | {p['seconds'] / o['seconds']:.2f}x | {p['peak_mb']:.0f} | "
-                      f"{o['peak_mb']:.0f} |", flush=True)
-    print(f"\ndevice: {results.get('ours', {}).get('device', '?')}")
+                device = o["device"]
+                say(f"| {name} | {size} | {o['params_m']:.1f} | {p['seconds']:.3f} | {o['seconds']:.3f} | "
+                    f"{1 / o['seconds']:.2f} | {p['seconds'] / o['seconds']:.2f}x | {p['peak_mb']:.0f} | "
+                    f"{o['peak_mb']:.0f} |")
+    say(f"\ndevice: {device}")
+    if args.results:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -41,10 +41,13 @@ class Distributed:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    #: the process-group backend ("nccl", "gloo"); empty when not launched by torchrun
+    backend: str = ""
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        """In a process group: launched by torchrun, even as its only process (DDP on one GPU uses nccl)."""
+        return bool(self.backend)
 
     @property
     def main(self) -> bool:
@@ -52,18 +55,20 @@ class Distributed:
 
 
 def start_distributed(device_name: str) -> Distributed:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA).
+
+    A plain process (no ``WORLD_SIZE``/``MASTER_ADDR`` from torchrun) trains alone without a group."""
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return Distributed()
     import torch.distributed as dist
 
+    world = int(os.environ["WORLD_SIZE"])
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if pick_device(device_name, local_rank).type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
         log.debug("rank %d of %d joined (%s)", rank, world, backend)
-    return Distributed(rank, world, local_rank)
+    return Distributed(rank, world, local_rank, str(dist.get_backend()))
 
 
 def stop_distributed() -> None:

@@ -291,6 +291,7 @@ class Trainer:
         kind = "resume" if self.step else "start"
         self.events.emit(kind, self.step, self.seconds(), model=c.model, total_steps=self.total_steps,
                          steps_per_epoch=self.steps_per_epoch, device=str(self.device), world=self.dist.world,
+                         backend=self.dist.backend or None,
                          size=list(self.size))
         self.model.train()
         try:

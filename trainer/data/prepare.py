@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -388,3 +389,27 @@ def read_manifest(folder: Union[str, Path]) -> list[dict]:
         raise PriorPathError(f"{folder}: no manifest.csv (is this a folder written by 'priorpath prepare'?)")
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def link_subset(prepared: Union[str, Path], out: Union[str, Path], stems: Iterable[str]) -> Path:
+    """A prepared folder holding only ``stems`` of ``prepared`` (hard links where the disk allows, else copies),
+    with their manifest rows: a train or held-out split that ``priorpath train`` and ``eval`` read as is."""
+    prepared, out = Path(prepared), Path(out)
+    keep = set(stems)
+    for kind in ("coarse", "fine", "rgb"):
+        (out / kind).mkdir(parents=True, exist_ok=True)
+        for stem in sorted(keep):
+            src, dst = prepared / kind / f"{stem}.png", out / kind / f"{stem}.png"
+            if dst.exists() or not src.exists():
+                continue
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+    rows = [r for r in read_manifest(prepared) if r["stem"] in keep]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "manifest.csv", buf.getvalue())
+    return out
