@@ -290,10 +290,10 @@ def _quilt(library: Library, src: np.ndarray, size: tuple[int, int]) -> tuple[np
     take = np.ones((ny, nx, b, b), bool)
     if nx > 1:  # vertical cut in the left overlap, against the left neighbour's pixels
         err = ((pix[:, 1:, :, :o].astype(np.float32) - pix[:, :-1, :, step:]) ** 2).sum(-1)
-        take[:, 1:, :, :o] &= _cut(err.reshape(-1, b, o)).reshape(ny, nx - 1, b, o)
+        take[:, 1:, :, :o] &= min_error_cut(err.reshape(-1, b, o)).reshape(ny, nx - 1, b, o)
     if ny > 1:  # horizontal cut in the top overlap
         err = ((pix[1:, :, :o].astype(np.float32) - pix[:-1, :, step:]) ** 2).sum(-1)
-        cut = _cut(err.transpose(0, 1, 3, 2).reshape(-1, b, o)).reshape(ny - 1, nx, b, o)
+        cut = min_error_cut(err.transpose(0, 1, 3, 2).reshape(-1, b, o)).reshape(ny - 1, nx, b, o)
         take[1:, :, :o] &= cut.transpose(0, 1, 3, 2)
     out = np.zeros((*size, 3), np.uint8)
     cls = np.zeros(size, bool)
@@ -306,7 +306,7 @@ def _quilt(library: Library, src: np.ndarray, size: tuple[int, int]) -> tuple[np
     return out, cls
 
 
-def _cut(err: np.ndarray) -> np.ndarray:
+def min_error_cut(err: np.ndarray) -> np.ndarray:
     """N x rows x cols error -> N x rows x cols bool: True right of the cheapest top-to-bottom 8-connected path."""
     n, rows, cols = err.shape
     acc = err.copy()
