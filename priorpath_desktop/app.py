@@ -59,6 +59,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .self_test import run_self_test
         return run_self_test(args.mask_model, args.rgb_model, args.device, args.self_test_out)
 
+    from .platform_check import missing_system_library
+
+    missing = missing_system_library()
+    if missing:  # Qt would abort with a message that names neither the library nor its package
+        print(f"priorpath-desktop: {missing}", file=sys.stderr)
+        return 1
+
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow, app_icon

@@ -20,8 +20,8 @@ from typing import Callable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from trainer.data import labelme
-from trainer.data.sketches import IMAGE_SUFFIXES, mask_from_image
+from trainer.data.mask_files import read_mask_file
+from trainer.data.sketches import IMAGE_SUFFIXES
 from trainer.errors import PriorPathError
 from trainer.fileio import atomic_write_bytes, decode_image_file, encode_png
 
@@ -38,7 +38,6 @@ UNDO_BUDGET_BYTES = 512 * 1024 * 1024
 OPEN_SUFFIXES = IMAGE_SUFFIXES | {".json"}
 _TILE = 64
 _SHIFT = 4  # fixed-point bits for OpenCV drawing: centres and radii kept to 1/16 pixel
-_COLOUR_TOLERANCE = 8  # channels further apart than this (in any pixel) make an image colour, not grey
 
 
 def check_size(height: int, width: int, what: str = "mask") -> None:
@@ -152,6 +151,7 @@ class MaskDocument:
         self.undo_depth = int(undo_depth)
         self.undo_budget = int(undo_budget)
         self.path: Optional[Path] = None
+        self.open_notice: Optional[str] = None  # what reading the file changed (a grey mask thresholded)
         self.version = 0
         self._undo: deque[tuple[int, object]] = deque()
         self._redo: list[tuple[int, object]] = []
@@ -178,23 +178,21 @@ class MaskDocument:
     def open(cls, path: Union[str, Path], undo_depth: int = DEFAULT_UNDO_DEPTH) -> "MaskDocument":
         """Read a mask from a PNG/TIFF/JPEG image or a Labelme ``.json`` file.
 
-        Images: grey (or grey stored as RGB) is binarised at 127, transparent pixels are air, 0/1 masks and
-        16-bit images are understood (``trainer.data.sketches.load_sketch``). A colour image is refused:
-        it is probably a tissue tile, which belongs under the mask as an underlay, not in it.
+        Images follow ``trainer.data.mask_files``, the rule the command line uses too: grey is thresholded at
+        127 (and ``open_notice`` then says so, for the window to show), transparent pixels are air, 0/1 masks
+        and 16-bit images are understood, and a colour image is refused (it belongs under the mask as an
+        underlay). The size is checked from the file's header before anything is decoded.
         """
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in OPEN_SUFFIXES:
             raise PriorPathError(f"{path}: cannot open '{suffix or 'no extension'}' files as masks "
                                  f"(expected {', '.join(sorted(OPEN_SUFFIXES))})")
-        if suffix == ".json":
-            mask = labelme.read_labelme(path)
-        else:  # decoded once (a large TIFF takes a while); an all-air mask saved earlier reopens
-            image = decode_image_file(path)
-            _refuse_colour(image, path)
-            mask = mask_from_image(image)
-        check_size(*mask.shape, what=str(path))
-        return cls.from_array(mask, path, undo_depth)
+        read = read_mask_file(path, min_side=MIN_SIDE, max_side=MAX_SIDE)  # an all-air mask saved earlier reopens
+        check_size(*read.mask.shape, what=str(path))
+        doc = cls.from_array(read.mask, path, undo_depth)
+        doc.open_notice = read.notice(path.name)
+        return doc
 
     def save_png(self, path: Optional[Union[str, Path]] = None) -> Path:
         """Write the mask as a PNG atomically (to ``path`` or the document's own path); the document is clean."""
@@ -491,16 +489,6 @@ def _bbox(on: np.ndarray) -> Optional[Rect]:
         return None
     cols = np.flatnonzero(on.any(axis=0))
     return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-
-
-def _refuse_colour(image: np.ndarray, path: Path) -> None:
-    """A clear error for a colour picture opened as a mask (thresholding it would silently make a mask)."""
-    if image.ndim == 3 and image.shape[2] >= 3:
-        colour = image[..., :3]
-        spread = (colour.max(axis=2) - colour.min(axis=2)).max()  # max >= min: no unsigned wrap-around
-        if spread > _COLOUR_TOLERANCE * (257 if image.dtype == np.uint16 else 1):
-            raise PriorPathError(f"{path}: is a colour image, not a mask (white tissue on black air); "
-                                 "load it as an underlay to trace over it instead")
 
 
 def read_image(path: Union[str, Path]) -> np.ndarray:

@@ -32,8 +32,10 @@ from trainer.fileio import ensure_writable_dir, write_png
 from trainer.inference import MAX_SIDE, MIN_SIDE, Engine, check_mask
 from trainer.jobs import CancelToken, ProgressFn, no_progress
 
+from .folders import EXPORT_OUT, EXPORT_SKETCHES, FolderMemory
+from .list_editing import remove_chosen_rows
 from .messages import show_error
-from .preferences import config_dir
+from .preferences import Preferences, config_dir
 from .workers import Job
 
 MAX_SEED = 2 ** 31 - 1
@@ -189,12 +191,14 @@ class ExportDialog(QDialog):
 
     def __init__(self, engine_provider: Callable[[], Optional[Engine]],
                  current_sketch: Optional[Callable[[], Optional[np.ndarray]]] = None,
-                 parent: Optional[QWidget] = None):
+                 parent: Optional[QWidget] = None, folders: Optional[FolderMemory] = None):
         super().__init__(parent)
         self.setWindowTitle("Export a synthetic dataset")
+        self.folders = folders if folders is not None else FolderMemory(Preferences())
         self._engine_provider = engine_provider
         self._current_sketch = current_sketch
         self._job: Optional[Job] = None
+        self._completed: list[ExportResult] = []  # the result of the current job once its work returned
         self._eta = EtaEstimator()
         self._resume_note = ""
         self._last_out: Optional[Path] = None
@@ -399,12 +403,18 @@ class ExportDialog(QDialog):
             mask = self._current_sketch()
             mask = None if mask is None else np.array(mask, copy=True)  # the canvas keeps drawing
         store = sketch_store()
-        job = Job(lambda progress, cancel: run_export(settings, engine, mask, store, progress, cancel), "export",
-                  self)
+        completed: list[ExportResult] = []  # a Cancel that comes after the last sample must not hide the result
+
+        def work(progress: ProgressFn, cancel: CancelToken) -> ExportResult:
+            completed.append(run_export(settings, engine, mask, store, progress, cancel))
+            return completed[0]
+
+        job = Job(work, "export", self)
         job.progress.connect(self._on_progress)
         job.finished.connect(self._on_finished)
         job.failed.connect(self._on_failed)
         job.cancelled.connect(self._on_cancelled)
+        self._completed = completed
         self._job = job
         self._eta = EtaEstimator()
         self._resume_note = ""
@@ -463,11 +473,17 @@ class ExportDialog(QDialog):
         self._close_if_asked()
 
     def _on_cancelled(self) -> None:
+        if self._completed:  # the export ran to its end before it saw the Cancel
+            self._on_finished(self._completed[0])
+            return
         self._stopped()
         self.eta_label.setText("")
         present, total = self._eta.done, self._eta.total
-        self._set_status(f"stopped with {present} of {total} samples present; press Start to continue"
-                         if total else "stopped")
+        if total and present >= total:  # stopped after the last sample: nothing is left to continue
+            self._set_status(f"done: all {total} samples are in {self._last_out}")
+        else:
+            self._set_status(f"stopped with {present} of {total} samples present; press Start to continue"
+                             if total else "stopped")
         self._enable_open_folder()
         self.exportCancelled.emit(present)
         self._close_if_asked()
@@ -520,19 +536,27 @@ class ExportDialog(QDialog):
 
     # --- file choosers --------------------------------------------------------------------------------------------
     def _ask_source_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "A folder of sketches")
+        folder = QFileDialog.getExistingDirectory(self, "A folder of sketches",
+                                                  self.folders.open_folder(EXPORT_SKETCHES))
         if folder:
+            self.folders.remember(EXPORT_SKETCHES, Path(folder).parent)  # the next folder is likely a sibling
             self.add_sources([folder])
 
     def _ask_source_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Sketch files", "", SKETCH_FILTER)
+        files, _ = QFileDialog.getOpenFileNames(self, "Sketch files", self.folders.open_folder(EXPORT_SKETCHES),
+                                                SKETCH_FILTER)
+        if files:
+            self.folders.remember(EXPORT_SKETCHES, files[0])
         self.add_sources(files)
 
     def _remove_selected_sources(self) -> None:
-        for item in self.sources_list.selectedItems():
-            self.sources_list.takeItem(self.sources_list.row(item))
+        remove_chosen_rows(self.sources_list)
 
     def _ask_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Output folder", self.out_edit.text())
+        # an export is written: start in a writable folder, never the read-only one the sketches came from
+        chosen = self.out_edit.text().strip()
+        start = chosen if chosen and Path(chosen).is_dir() else self.folders.save_folder(EXPORT_OUT)
+        folder = QFileDialog.getExistingDirectory(self, "Output folder", start)
         if folder:
+            self.folders.remember(EXPORT_OUT, Path(folder).parent)
             self.out_edit.setText(folder)

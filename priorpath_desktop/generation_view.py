@@ -16,26 +16,27 @@ from typing import Callable, Optional, Union
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QObject, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QListView, QListWidget,
-                               QListWidgetItem, QMessageBox, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton,
+                               QSpinBox, QVBoxLayout, QWidget)
 
 from trainer.errors import PriorPathError
 from trainer.fileio import ensure_writable_dir, write_png
 from trainer.inference import Engine
 from trainer.jobs import CancelToken, ProgressFn, check, no_progress
 
-from .image_view import ImageView, array_to_pixmap
+from .folders import RESULTS, FolderMemory
+from .image_view import ImageView
 from .messages import show_error
 from .preferences import Preferences
+from .variation_gallery import THUMB_SOURCE_WIDTH, VariationGallery
 from .workers import Job, LatestOnly, describe_error
 
 MAX_SEED = 2 ** 31 - 1
 MAX_VARIATIONS = 16
-THUMB_WIDTH = 104
+UNTITLED = "untitled"  # the base name of saved results while the sketch has no file
 OUTPUT_KINDS = ("coarse", "fine", "rgb")
+PANES_SHARE, GALLERY_SHARE = 3, 2  # of the dock's width, when the gallery shows
 EMPTY_HINT = "draw some tissue to see a preview"
 FULL_HINT = "the sketch is all tissue: erase some air to see a preview"
 
@@ -114,7 +115,7 @@ def generate_variations(engine: Engine, coarse: np.ndarray, first_seed: int, cou
     return samples
 
 
-def variation_thumbnail(sample: Sample, width: int = THUMB_WIDTH) -> np.ndarray:
+def variation_thumbnail(sample: Sample, width: int = THUMB_SOURCE_WIDTH) -> np.ndarray:
     """The fine mask above the RGB tile (when there is one), as one RGB image ``width`` pixels wide."""
     parts = [np.repeat(sample.fine[..., None], 3, axis=2)]
     if sample.rgb is not None:
@@ -134,10 +135,21 @@ def save_image(path: Union[str, Path], image: np.ndarray) -> Path:
     return path
 
 
+def free_name(folder: Union[str, Path], name: str, kinds=OUTPUT_KINDS) -> str:
+    """``name``, or ``name-2``, ``name-3``, ...: the first for which no ``<name>_<kind>.png`` is in ``folder``, so
+    the results of another sketch (or an earlier save) are never overwritten, and the three stay one set."""
+    folder, candidate, n = Path(folder), name, 2
+    while any((folder / f"{candidate}_{kind}.png").exists() for kind in kinds):
+        candidate, n = f"{name}-{n}", n + 1
+    return candidate
+
+
 def save_results(folder: Union[str, Path], name: str, results: dict[str, np.ndarray]) -> list[Path]:
-    """``<name>_coarse.png``, ``<name>_fine.png``, ``<name>_rgb.png`` (those present) in ``folder``."""
+    """``<name>_coarse.png``, ``<name>_fine.png``, ``<name>_rgb.png`` (those present) in ``folder``; a name whose
+    files exist already becomes ``<name>-2`` (``free_name``)."""
     folder = Path(folder)
     ensure_writable_dir(folder)
+    name = free_name(folder, name)
     written = []
     for kind in OUTPUT_KINDS:
         if results.get(kind) is not None:
@@ -216,9 +228,11 @@ class GenerationView(QWidget):
     variationsReady = Signal(int)  # how many variations the gallery holds
     saved = Signal(list)  # paths written (str)
 
-    def __init__(self, parent: Optional[QWidget] = None, *, preferences: Optional[Preferences] = None):
+    def __init__(self, parent: Optional[QWidget] = None, *, preferences: Optional[Preferences] = None,
+                 folders: Optional[FolderMemory] = None):
         super().__init__(parent)
         prefs = preferences if preferences is not None else Preferences.load()
+        self.folders = folders if folders is not None else FolderMemory(prefs)
         self._engine: Optional[Engine] = None
         self._loading: Optional[Job] = None
         self._mask: Optional[np.ndarray] = None  # the latest sketch asked for
@@ -231,8 +245,7 @@ class GenerationView(QWidget):
         self._variations_id = 0
         self._save_jobs: set[Job] = set()
         self._error_box: Optional[QMessageBox] = None
-        self._name = "sketch"
-        self._save_dir = str(Path.home())
+        self._name = UNTITLED
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -296,27 +309,20 @@ class GenerationView(QWidget):
         status_row.addWidget(self.progress_bar)
         status_row.addWidget(self.cancel_button)
 
-        self.gallery = QListWidget()
-        self.gallery.setViewMode(QListView.ViewMode.IconMode)
-        self.gallery.setFlow(QListView.Flow.LeftToRight)
-        self.gallery.setWrapping(True)  # two tiles a row: four variations visible side by side
-        self.gallery.setResizeMode(QListView.ResizeMode.Adjust)
-        self.gallery.setMovement(QListView.Movement.Static)
-        self.gallery.setIconSize(QSize(THUMB_WIDTH, THUMB_WIDTH))
-        self.gallery.setGridSize(QSize(THUMB_WIDTH + 12, THUMB_WIDTH + 24))
-        # a column beside the panes, so the panes keep the dock's height; hidden until variations are asked for
-        self.gallery.setFixedWidth(2 * (THUMB_WIDTH + 12) + 28)
+        # beside the panes, so they keep the dock's height; it takes a fixed share of the dock's width, so its
+        # thumbnails grow with the dock; hidden until variations are asked for
+        self.gallery = VariationGallery()
         self.gallery.setVisible(False)
-        self.gallery.itemClicked.connect(lambda item: self.choose_variation(item.data(Qt.ItemDataRole.UserRole)))
+        self.gallery.chosen.connect(self.choose_variation)
+        results_row = QHBoxLayout()
+        results_row.addLayout(panes_row, PANES_SHARE)
+        results_row.addWidget(self.gallery, GALLERY_SHARE)
 
-        layout = QGridLayout(self)
-        layout.addWidget(self.models_label, 0, 0, 1, 2)
-        layout.addLayout(panes_row, 1, 0)
-        layout.addWidget(self.gallery, 1, 1)
-        layout.setRowStretch(1, 1)
-        layout.setColumnStretch(0, 1)
-        layout.addLayout(controls, 2, 0, 1, 2)
-        layout.addLayout(status_row, 3, 0, 1, 2)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.models_label)
+        layout.addLayout(results_row, 1)
+        layout.addLayout(controls)
+        layout.addLayout(status_row)
 
     # --- models -------------------------------------------------------------------------------------------------
     def engine(self) -> Optional[Engine]:
@@ -532,7 +538,8 @@ class GenerationView(QWidget):
         self.set_seed(seed)
         return seed
 
-    def _on_seed_changed(self, _seed: int) -> None:
+    def _on_seed_changed(self, seed: int) -> None:
+        self.gallery.highlight_seed(seed)  # the highlight follows the seed, whoever changed it
         if self._mask is not None and self.auto_preview.isChecked():
             self._timer.start()
 
@@ -581,9 +588,9 @@ class GenerationView(QWidget):
             return
         sample, thumbnail = payload
         self._variations.append(sample)
-        item = QListWidgetItem(QIcon(array_to_pixmap(thumbnail)), f"seed {sample.seed}")
-        item.setData(Qt.ItemDataRole.UserRole, len(self._variations) - 1)
-        self.gallery.addItem(item)
+        self.gallery.add_variation(len(self._variations) - 1, sample.seed, thumbnail)
+        if sample.seed == self.seed():
+            self.gallery.highlight_seed(sample.seed)
 
     def _on_variations_progress(self, job: Job, done: int, total: int) -> None:
         if job is self._variations_job and total > 0:
@@ -616,6 +623,7 @@ class GenerationView(QWidget):
         self.seed_spin.blockSignals(True)  # the result is here already; no new model run
         self.seed_spin.setValue(sample.seed)
         self.seed_spin.blockSignals(False)
+        self.gallery.highlight_seed(sample.seed)
         self._show_sample(sample)
         self._set_status(f"variation with seed {sample.seed}")
         self.previewShown.emit(sample.seed)
@@ -629,9 +637,12 @@ class GenerationView(QWidget):
         self.gallery.clear()
 
     # --- saving -------------------------------------------------------------------------------------------------
-    def set_sketch_name(self, name: str) -> None:
-        """The base name of saved files (``<name>_fine.png`` ...), e.g. the sketch file's stem."""
-        self._name = name or "sketch"
+    def set_sketch_name(self, name: Optional[str]) -> None:
+        """The base name of saved files (``<name>_seed<N>_fine.png`` ...): the sketch file's stem, or "untitled"."""
+        self._name = name or UNTITLED
+
+    def sketch_name(self) -> str:
+        return self._name
 
     def save_result(self, kind: str, path: Union[str, Path]) -> Optional[Job]:
         """Write the shown ``kind`` ("coarse", "fine" or "rgb") to ``path`` as PNG, off the GUI thread."""
@@ -647,8 +658,11 @@ class GenerationView(QWidget):
         if not results:
             self._set_status("nothing to save yet: wait for the preview")
             return None
-        name = name or f"{self._name}_seed{self._shown.seed}"
+        name = name or self._result_name()
         return self._run_save(lambda progress, cancel: save_results(folder, name, results), "save all")
+
+    def _result_name(self) -> str:
+        return f"{self._name}_seed{self._shown.seed}" if self._shown is not None else self._name
 
     def _run_save(self, fn, name: str) -> Job:
         job = Job(fn, name, self)
@@ -669,17 +683,18 @@ class GenerationView(QWidget):
         self._show_error("Could not save", message)
 
     def _ask_save(self, kind: str) -> None:
-        suffix = f"_seed{self._shown.seed}" if self._shown is not None else ""
-        start = str(Path(self._save_dir) / f"{self._name}{suffix}_{kind}.png")
+        folder = self.folders.save_folder(RESULTS)
+        start = str(Path(folder) / f"{free_name(folder, self._result_name(), [kind])}_{kind}.png")
         path, _ = QFileDialog.getSaveFileName(self, f"Save the {kind} image", start, "PNG images (*.png)")
-        if path:
-            self._save_dir = str(Path(path).parent)
+        if path:  # the dialog itself asks before replacing a file the user picked
+            self.folders.remember(RESULTS, path)
             self.save_result(kind, path)
 
     def _ask_save_all(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Save coarse, fine and RGB into", self._save_dir)
+        folder = QFileDialog.getExistingDirectory(self, "Save coarse, fine and RGB into",
+                                                  self.folders.save_folder(RESULTS))
         if folder:
-            self._save_dir = folder
+            self.folders.remember(RESULTS, folder)
             self.save_all(folder)
 
     def _refresh_save_all(self) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QDockWidget, QFileDialog, QFormLayout, QLabel,
-                               QMainWindow, QMessageBox, QSpinBox, QWidget)
+                               QMainWindow, QMessageBox, QScrollArea, QSpinBox, QWidget)
 
 from trainer import __version__
+from trainer.data.mask_files import MaskRead, read_mask_file
 from trainer.errors import PriorPathError
 from trainer.inference import default_model_path, resources_dir
 
@@ -25,6 +26,7 @@ from .canvas import CanvasView
 from .cluster_browser import ClusterBrowser
 from .document import MaskDocument, read_image
 from .export_dialog import ExportDialog
+from .folders import MASKS, MODELS, STYLE, UNDERLAYS, FolderMemory
 from .generation_view import GenerationView
 from .messages import show_error, show_info
 from .preferences import APP_NAME, Preferences, config_dir
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 MASK_FILTER = "Masks (*.png *.tif *.tiff *.jpg *.jpeg *.bmp);;Labelme JSON (*.json);;All files (*)"
 MODEL_FILTER = "PriorPath checkpoints (*.safetensors);;All files (*)"
 LARGE_SKETCH_PIXELS = 2048 * 4096  # beyond this, previews take many seconds on a CPU
+# At the window's smallest the canvas keeps about half the width: the side docks scroll instead
+CANVAS_MIN = QSize(360, 240)
+TOOLS_MIN_WIDTH, CLUSTERS_MIN_WIDTH = 150, 220
+NOTICE_MS = 15000  # a notice about what opening a file changed stays long enough to be read
 
 
 def app_icon() -> QIcon:
@@ -66,16 +72,20 @@ class MainWindow(QMainWindow):
         self.canvas.set_autosaver(self.autosaver)  # after every stroke; large masks in a worker
         self.canvas.set_brush_radius(self.prefs.brush_radius)
         self.canvas.set_underlay_opacity(self.prefs.underlay_opacity)
+        self.canvas.setMinimumSize(CANVAS_MIN)
         self.setCentralWidget(self.canvas)
+        # file dialogs start where that kind of file was last chosen (saved with the preferences)
+        self.folders = FolderMemory(self.prefs, lambda: self._prefs_timer.start())
 
         self.tools = ToolPanel(self.canvas)
         self.clusters = ClusterBrowser(self)
-        self.generation = GenerationView(self, preferences=self.prefs)
+        self.generation = GenerationView(self, preferences=self.prefs, folders=self.folders)
         self.generation.set_preview_delay(self.prefs.preview_delay_ms)
-        self.training = TrainingPanel(self)
+        self.training = TrainingPanel(self, folders=self.folders)
         self.docks = {
-            "tools": self._dock("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea),
-            "clusters": self._dock("Real tissue clusters", self.clusters, Qt.DockWidgetArea.RightDockWidgetArea),
+            "tools": self._dock("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea, TOOLS_MIN_WIDTH),
+            "clusters": self._dock("Real tissue clusters", self.clusters, Qt.DockWidgetArea.RightDockWidgetArea,
+                                   CLUSTERS_MIN_WIDTH),
             "generation": self._dock("Generation", self.generation, Qt.DockWidgetArea.BottomDockWidgetArea),
             "training": self._dock("Training and evaluation", self.training, Qt.DockWidgetArea.BottomDockWidgetArea),
         }
@@ -99,10 +109,20 @@ class MainWindow(QMainWindow):
         self._update_title()
 
     # --- construction -----------------------------------------------------------------------------------------
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, min_width: int = 0) -> QDockWidget:
+        """A dock holding ``widget``; with ``min_width``, a side dock that may be narrower than its content (which
+        then scrolls), so a small window leaves the room to the canvas."""
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{title}")  # saveState needs names
-        dock.setWidget(widget)
+        if min_width:
+            scroll = QScrollArea()
+            scroll.setWidget(widget)
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+            scroll.setMinimumWidth(min_width)
+            dock.setWidget(scroll)
+        else:
+            dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
 
@@ -194,6 +214,7 @@ class MainWindow(QMainWindow):
         self.generation.modelsFailed.connect(lambda m: self._status_models.setText("models: load failed"))
         self.training.adoptRequested.connect(self.adopt_model)
         self.training.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        self.training.runFolderChanged.connect(self._remember_run)
 
     def _dataset_chosen(self, folder) -> None:
         self.dataset = self.prefs.dataset = str(folder) if folder else None
@@ -202,6 +223,11 @@ class MainWindow(QMainWindow):
     def _clustered(self, result) -> None:
         """The training panel starts on the dataset the browser shows (e.g. the prepared bundled sample)."""
         self.training.set_default_dataset(str(result.folder))
+
+    def _remember_run(self, folder: str) -> None:
+        """Written at once (not only on close), so a run is re-attached even after a crash or a kill."""
+        self.prefs.last_run = folder
+        self._prefs_timer.start()
 
     def _brush_changed(self, radius: int) -> None:
         self.prefs.brush_radius = int(radius)
@@ -221,12 +247,7 @@ class MainWindow(QMainWindow):
         """Load models and the cluster dataset in workers; open a file or offer to recover a crashed sketch."""
         self.generation.set_models(self.mask_model, self.rgb_model, self.device, self.style)
         self.clusters.set_dataset(self.dataset)
-        saved = self._settings().value("training")
-        if isinstance(saved, str):
-            try:
-                self.training.apply_settings(json.loads(saved))
-            except ValueError:
-                pass
+        self.restore_training()
         if self.dataset:
             self.training.set_default_dataset(self.dataset)
         if self.autosaver.recoverable():
@@ -234,6 +255,20 @@ class MainWindow(QMainWindow):
         elif open_path is not None:
             self.open_path(open_path)
         QTimer.singleShot(0, self.canvas.fit_to_window)
+
+    def restore_training(self) -> None:
+        """The training form of the last session, and the last run folder re-attached if it still exists, so
+        Resume works at once; that folder is kept in the preferences from the moment a run starts, so this also
+        holds after a crash."""
+        last_run = self.prefs.last_run  # read first: restoring the form reports its (possibly older) run folder
+        saved = self._settings().value("training")
+        if isinstance(saved, str):
+            try:
+                self.training.apply_settings(json.loads(saved))
+            except ValueError:
+                pass
+        if last_run and Path(last_run).is_dir() and self.training.run_dir() != Path(last_run):
+            self.training.set_run_dir(last_run)
 
     def _offer_recovery(self, then_open: Optional[Path]) -> None:
         info = self.autosaver.recoverable()
@@ -263,10 +298,14 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("recovered the unsaved sketch", 5000)
 
     # --- the document -----------------------------------------------------------------------------------------
-    def _set_document(self, document: MaskDocument, keep_autosave: bool = False) -> None:
-        """Show a new, opened or recovered document; the autosave of the previous one is no longer needed."""
+    def _set_document(self, document: MaskDocument, keep_autosave: bool = False,
+                      name: Optional[str] = None) -> None:
+        """Show a new, opened or recovered document; the autosave of the previous one is no longer needed.
+
+        ``name`` (default: the file's stem) names the generation view's saved results."""
         if not keep_autosave:
             self.autosaver.discard()
+        self.generation.set_sketch_name(name or (document.path.stem if document.path else None))
         self.document = document
         self.canvas.set_document(document)  # fits the new mask to the window
         self._on_edited()
@@ -325,15 +364,18 @@ class MainWindow(QMainWindow):
     def open_dialog(self) -> None:
         if not self._may_discard():
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Open mask", self._last_folder(), MASK_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open mask", self.folders.open_folder(MASKS), MASK_FILTER)
         if path:
+            self.folders.remember(MASKS, path)
             self.open_path(Path(path))
 
     def import_labelme_dialog(self) -> None:
         if not self._may_discard():
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Import Labelme JSON", self._last_folder(), "Labelme JSON (*.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Import Labelme JSON", self.folders.open_folder(MASKS),
+                                              "Labelme JSON (*.json)")
         if path:
+            self.folders.remember(MASKS, path)
             self.open_path(Path(path))
 
     def open_path(self, path: Path) -> None:
@@ -356,10 +398,13 @@ class MainWindow(QMainWindow):
             return  # the user drew meanwhile and wants to keep it
         if path.suffix.lower() == ".json":
             document.path = None  # a Labelme import is saved as a new PNG, never over the JSON
-        self._set_document(document)
+        self._set_document(document, name=path.stem)
         self.prefs.add_recent(str(path))
         self._fill_recent()
-        self.statusBar().showMessage(f"opened {path}", 5000)
+        if document.open_notice:  # a grey mask was thresholded: the user must know the sketch is not the file
+            self.statusBar().showMessage(document.open_notice, NOTICE_MS)
+        else:
+            self.statusBar().showMessage(f"opened {path}", 5000)
 
     def save(self) -> bool:
         path = self.document.path
@@ -369,10 +414,13 @@ class MainWindow(QMainWindow):
 
     def save_as(self) -> bool:
         current = self.document.path
-        start = str(current.with_suffix(".png")) if current else str(Path(self._last_folder()) / "sketch.png")
+        name = current.with_suffix(".png").name if current else f"{self.generation.sketch_name()}.png"
+        # next to the opened file when that folder is writable, never in a read-only one
+        start = self.folders.save_path(MASKS, name, current.parent if current else None)
         path, _ = QFileDialog.getSaveFileName(self, "Save mask", start, "PNG mask (*.png)")
         if not path:
             return False
+        self.folders.remember(MASKS, path)
         path = Path(path)
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")
@@ -387,14 +435,16 @@ class MainWindow(QMainWindow):
         self.prefs.add_recent(str(path))
         self._fill_recent()
         self.autosaver.discard()
+        self.generation.set_sketch_name(path.stem)
         self._update_title()
         self.statusBar().showMessage(f"saved {path}", 5000)
         return True
 
     def underlay_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Underlay image", self._last_folder(),
+        path, _ = QFileDialog.getOpenFileName(self, "Underlay image", self.folders.open_folder(UNDERLAYS),
                                               "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
         if path:
+            self.folders.remember(UNDERLAYS, path)
             self._run_job(lambda progress, cancel: read_image(path), "underlay", self.canvas.set_underlay,
                           "Cannot load underlay")
 
@@ -411,10 +461,13 @@ class MainWindow(QMainWindow):
 
     # --- models -----------------------------------------------------------------------------------------------
     def choose_model(self, role: str) -> None:
-        folder = str(default_model_path(role).parent)
+        # the bundled models' folder until the user has chosen a checkpoint elsewhere
+        folder = (self.folders.open_folder(MODELS) if MODELS in self.prefs.folders
+                  else str(default_model_path(role).parent))
         path, _ = QFileDialog.getOpenFileName(self, f"{'Coarse→fine' if role == 'mask' else 'Fine→RGB'} model",
                                               folder, MODEL_FILTER)
         if path:
+            self.folders.remember(MODELS, path)
             self.adopt_model(role, path)
 
     def adopt_model(self, role: str, path: str) -> None:
@@ -448,14 +501,17 @@ class MainWindow(QMainWindow):
         self._prefs_timer.start()
 
     def style_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Stain style: a folder of real H&E tiles", self._last_folder())
+        folder = QFileDialog.getExistingDirectory(self, "Stain style: a folder of real H&E tiles",
+                                                  self.folders.open_folder(STYLE))
         if folder:
+            self.folders.remember(STYLE, folder)
             self.set_style([folder])
 
     def style_files_dialog(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Stain style: real H&E images", self._last_folder(),
+        files, _ = QFileDialog.getOpenFileNames(self, "Stain style: real H&E images", self.folders.open_folder(STYLE),
                                                 "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
         if files:
+            self.folders.remember(STYLE, files[0])
             self.set_style(files)
 
     def set_style(self, paths: Optional[list[str]]) -> None:
@@ -465,18 +521,23 @@ class MainWindow(QMainWindow):
         self.generation.set_models(self.mask_model, self.rgb_model, self.device, self.style)
 
     def open_fine_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a fine mask for the RGB stage", self._last_folder(),
-                                              MASK_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open a fine mask for the RGB stage",
+                                              self.folders.open_folder(MASKS), MASK_FILTER)
         if path:
+            self.folders.remember(MASKS, path)
             self.open_fine(Path(path))
 
     def open_fine(self, path: Path) -> None:
-        """Read a fine mask in a worker and draw its RGB tile; the sketch on the canvas is left alone."""
-        from trainer.generate import read_coarse
-
-        self._run_job(lambda progress, cancel: read_coarse(path, allow_empty=True), "open fine mask",
-                      lambda fine: self.generation.render_fine(fine, path.name), "Cannot open fine mask")
+        """Read a fine mask in a worker (the same rule as Open) and draw its RGB tile; the sketch is left alone."""
+        path = Path(path)
+        self._run_job(lambda progress, cancel: read_mask_file(path), "open fine mask",
+                      lambda read: self._fine_opened(read, path), "Cannot open fine mask")
         self.docks["generation"].raise_()
+
+    def _fine_opened(self, read: MaskRead, path: Path) -> None:
+        self.generation.render_fine(read.mask, path.name)
+        if read.notice(path.name):
+            self.statusBar().showMessage(read.notice(path.name), NOTICE_MS)
 
     def _on_models_changed(self, described: dict) -> None:
         self.models_in_use = dict(described)
@@ -484,7 +545,8 @@ class MainWindow(QMainWindow):
 
     # --- dialogs ----------------------------------------------------------------------------------------------
     def export_dialog(self) -> ExportDialog:
-        dialog = ExportDialog(self.generation.engine, lambda: np.array(self.document.mask, copy=True), self)
+        dialog = ExportDialog(self.generation.engine, lambda: np.array(self.document.mask, copy=True), self,
+                              folders=self.folders)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         saved = self._settings().value("export")
         if isinstance(saved, str):
@@ -567,11 +629,6 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction(file)
             action.triggered.connect(lambda checked=False, file=file: self._may_discard() and self.open_path(Path(file)))
         self.recent_menu.setEnabled(bool(self.prefs.recent_files))
-
-    def _last_folder(self) -> str:
-        if self.document.path is not None:
-            return str(self.document.path.parent)
-        return str(Path(self.prefs.recent_files[0]).parent) if self.prefs.recent_files else str(Path.home())
 
     def _update_title(self) -> None:
         name = self.document.path.name if self.document.path else "untitled sketch"

@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
 
 from trainer.runs import counter_label, loss_series, moving_average, split_losses_and_counters
 
+NO_LOSSES = "no losses yet"
+
 
 class LossPlot(QWidget):
     """Loss curves per loss name against the step, optionally smoothed by a trailing moving average.
@@ -53,6 +55,7 @@ class LossPlot(QWidget):
         layout.addWidget(self.canvas, 1)
         layout.addLayout(controls)
         self.series: dict = {}
+        self.placeholder = NO_LOSSES
         self._stale = False
         self._redraw()
 
@@ -70,6 +73,19 @@ class LossPlot(QWidget):
 
     def clear(self) -> None:
         self.set_events([])
+
+    def set_placeholder(self, text: str) -> None:
+        """What the empty plot says instead of showing empty axes (e.g. "waiting for the first step…")."""
+        self.placeholder = text
+        if not self.series:
+            self._redraw()
+
+    def placeholder_shown(self) -> Optional[str]:
+        """The text shown instead of curves, or None when curves are drawn."""
+        if self._stale:
+            self._redraw()
+        texts = [t.get_text() for ax in self.figure.axes for t in ax.texts]
+        return texts[0] if texts and not self.series else None
 
     def plotted(self) -> dict[str, int]:
         """curve name -> number of points drawn (what the axes hold now, losses and counters)."""
@@ -103,9 +119,10 @@ class LossPlot(QWidget):
                 ax.plot(steps, moving_average(values, window if smoothable else 1), label=name, linewidth=1.2)
             if series:
                 ax.legend(loc="best", fontsize="small")
-        if not self.series:
+        if not self.series:  # empty axes with ticks would look like a run that logs nothing: words instead
             ax = self.figure.axes[0]
-            ax.text(0.5, 0.5, "no losses yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, self.placeholder, ha="center", va="center", transform=ax.transAxes, color="grey")
         self.canvas.draw_idle()
 
 
@@ -135,6 +152,12 @@ class PictureLabel(QLabel):
 
     def has_image(self) -> bool:
         return not self._pixmap.isNull()
+
+    def set_placeholder(self, text: str) -> None:
+        """What the label says while it has no picture."""
+        self.placeholder = text
+        if self._pixmap.isNull():
+            super().setText(text)
 
     def clear(self) -> None:
         self.path, self._pixmap = None, QPixmap()

@@ -52,6 +52,8 @@ class Preferences:
     seed: int = 0
     variations: int = 4
     recent_files: list[str] = field(default_factory=list)
+    folders: dict[str, str] = field(default_factory=dict)  # file-dialog purpose -> the folder last used for it
+    last_run: Optional[str] = None  # the training run folder last started or chosen, re-attached at start-up
 
     @classmethod
     def load(cls, path: Optional[Path] = None) -> "Preferences":
@@ -94,6 +96,10 @@ def _coerce(value: Any, default: Any) -> Any:
     """The stored value if it has the default's type (a tuple may come back as a list); else None."""
     if default is None:
         return value if value is None or isinstance(value, str) else None
+    if isinstance(default, dict):  # str -> str only; anything else in the file is dropped
+        if not isinstance(value, dict):
+            return None
+        return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
     if isinstance(default, tuple):
         ok = isinstance(value, list) and len(value) == len(default) and all(isinstance(v, int) for v in value)
         return tuple(value) if ok else None

@@ -13,8 +13,11 @@ from PySide6.QtWidgets import (
 from trainer.data.prepare import parse_size
 from trainer.errors import PriorPathError
 
+from .folders import PREPARED_OUT, SLIDES, FolderMemory
+from .list_editing import remove_chosen_rows
 from .messages import show_error
 from .plots import guard_wheel
+from .preferences import Preferences
 from .trainer_process import TrainerProcess, error_summary
 
 
@@ -37,17 +40,18 @@ class PrepareDialog(QDialog):
 
     prepared = Signal(str)  # the output folder, after a successful run
 
-    def __init__(self, parent: Optional[QWidget] = None, env: Optional[Mapping[str, str]] = None):
+    def __init__(self, parent: Optional[QWidget] = None, env: Optional[Mapping[str, str]] = None,
+                 folders: Optional[FolderMemory] = None):
         super().__init__(parent)
         self.setWindowTitle("Prepare a dataset from slides")
         self.env = dict(env or {})
+        self.folders = folders if folders is not None else FolderMemory(Preferences())
         self.process = TrainerProcess(self)
         self.sources = QListWidget()
         add_files, add_folder, remove = QPushButton("Add files…"), QPushButton("Add folder…"), QPushButton("Remove")
         add_files.clicked.connect(self._add_files)
         add_folder.clicked.connect(self._add_folder)
-        remove.clicked.connect(lambda: [self.sources.takeItem(self.sources.row(i))
-                                        for i in self.sources.selectedItems()])
+        remove.clicked.connect(lambda: remove_chosen_rows(self.sources))
         self.stain = QComboBox()
         self.stain.addItems(["he", "ihc"])
         self.stain.setToolTip("Sets the grey level that separates tissue from air (he 204, ihc 235)")
@@ -157,17 +161,23 @@ class PrepareDialog(QDialog):
             self.reject()
 
     def _add_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Slides or images")
+        files, _ = QFileDialog.getOpenFileNames(self, "Slides or images", self.folders.open_folder(SLIDES))
+        if files:
+            self.folders.remember(SLIDES, files[0])
         self.sources.addItems(files)
 
     def _add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of slides or images")
+        folder = QFileDialog.getExistingDirectory(self, "Folder of slides or images", self.folders.open_folder(SLIDES))
         if folder:
+            self.folders.remember(SLIDES, Path(folder).parent)  # the next folder is likely a sibling
             self.sources.addItem(folder)
 
     def _choose_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Output folder for the dataset")
+        # output goes where it can be written: never the read-only folder the slides came from
+        folder = QFileDialog.getExistingDirectory(self, "Output folder for the dataset",
+                                                  self.folders.save_folder(PREPARED_OUT))
         if folder:
+            self.folders.remember(PREPARED_OUT, Path(folder).parent)
             self.out.setText(folder)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)

@@ -13,7 +13,7 @@ from typing import Mapping, Optional, Sequence
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QPlainTextEdit, QProgressBar,
+    QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
     QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
@@ -23,13 +23,18 @@ from trainer.models import REGISTRY
 from trainer.runs import (
     EVAL_REPORT, EVENTS, EventFollower, RunInfo, available_devices, check_dataset, default_run_dir, finished_step,
     eval_commands, format_duration, latest_checkpoint, model_role, read_eval_report, read_run_info,
-    resume_args, summarize, train_args,
+    resume_args, sample_interval, summarize, train_args,
+)
+from trainer.step_time import (
+    REFERENCE_CPU_SECONDS, StepTime, calibrate_cpu, dataset_patch_size, estimate_run, measured_step_times,
+    planned_steps, run_folders,
 )
 from trainer.train import STOP_FILE
 
+from .folders import DATASETS, RUNS, FolderMemory
 from .messages import show_error
-from .plots import ElidedLabel, LossPlot, PictureLabel, guard_wheel
-from .preferences import config_dir
+from .plots import NO_LOSSES, ElidedLabel, LossPlot, PictureLabel, guard_wheel
+from .preferences import Preferences, config_dir
 from .prepare_dialog import PrepareDialog, error_box
 from .trainer_process import TrainerProcess
 from .workers import LatestOnly
@@ -40,6 +45,9 @@ DEFAULT_EPOCHS = 100
 RUN_TIP = "The run folder; choose one that holds a run to resume, evaluate or adopt it"
 SHUTDOWN_WAIT_MS = 30000  # a clean stop finishes the current step and writes a checkpoint
 NOISE_TIP = "noise models (dcgan, depas) have no coarse input, so the generation view cannot use them"
+WAITING_FOR_STEP = "waiting for the first step…"
+WAITING_FOR_SAMPLE = "waiting for the first sample…"
+NO_SAMPLE = "no sample yet"
 
 
 def runs_root() -> Path:
@@ -52,9 +60,11 @@ class TrainingPanel(QWidget):
     adoptRequested = Signal(str, str)  # role ("mask" or "rgb"), checkpoint path
     statusMessage = Signal(str)
     runStateChanged = Signal(str)  # idle | running | stopping | done | stopped | failed
+    runFolderChanged = Signal(str)  # a run started, or a folder holding a run chosen: the one to re-attach
 
-    def __init__(self, parent: Optional[QWidget] = None):
+    def __init__(self, parent: Optional[QWidget] = None, folders: Optional[FolderMemory] = None):
         super().__init__(parent)
+        self.folders = folders if folders is not None else FolderMemory(Preferences())
         self.state = "idle"
         self.extra_args: list[str] = []
         self.child_env: dict[str, str] = {}
@@ -65,6 +75,10 @@ class TrainingPanel(QWidget):
         self._eval_queue: list[list[str]] = []
         self._shown_sample: Optional[str] = None
         self._shutting_down = False
+        self.patch_size: Optional[tuple[int, int]] = None  # of the checked dataset: a run's size when none is given
+        self.step_times: list[StepTime] = []  # measured in earlier runs, newest first
+        self.cpu_kernel_seconds: Optional[float] = None  # this CPU's speed test, once one was needed
+        self._calibration = "none"  # of this CPU: none | running | done | failed (then never retried)
 
         self.train_process = TrainerProcess(self)
         self.train_process.output.connect(self._log)
@@ -76,12 +90,16 @@ class TrainingPanel(QWidget):
         self.checker = LatestOnly(self)
         self.checker.finished.connect(self._dataset_checked)
         self.checker.failed.connect(lambda message: self._set_hint(False, message))
+        self.timing = LatestOnly(self)  # step times of earlier runs (and the CPU speed test) for the estimate
+        self.timing.finished.connect(self._timing_read)
+        self.timing.failed.connect(self._timing_failed)
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
 
         self._build()
         self._update_buttons()
+        self.read_step_times()
 
     # --- layout -------------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -189,6 +207,14 @@ class TrainingPanel(QWidget):
         run_row = QHBoxLayout()
         run_row.addWidget(self.run_edit, 1)
         run_row.addWidget(self.run_button)
+        self.estimate_label = QLabel("Estimate: –")
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setToolTip("How long Start will train with these settings: from an earlier run's step "
+                                       "time on this machine, or a guess from a quick speed test")
+        for changed in (self.model_combo.currentTextChanged, self.size_edit.textChanged,
+                        self.epochs_spin.valueChanged, self.max_steps_spin.valueChanged,
+                        self.device_combo.currentTextChanged):
+            changed.connect(lambda *_: self._refresh_estimate())
         box = QGroupBox("Run")
         form = QFormLayout(box)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -198,6 +224,7 @@ class TrainingPanel(QWidget):
         form.addRow("Max steps", self.max_steps_spin)
         form.addRow("Device", self.device_combo)
         form.addRow("Run folder", run_row)
+        form.addRow(self.estimate_label)
         return box
 
     def _build_eval_box(self) -> QGroupBox:
@@ -219,7 +246,7 @@ class TrainingPanel(QWidget):
 
     def _build_results(self) -> QTabWidget:
         self.loss_plot = LossPlot()
-        self.sample_view = PictureLabel("no sample yet")
+        self.sample_view = PictureLabel(NO_SAMPLE)
         self.metrics_table = QTableWidget()
         self.metrics_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.tsne_view = PictureLabel("no t-SNE plot yet")
@@ -330,8 +357,10 @@ class TrainingPanel(QWidget):
         if run != chosen:
             self.run_edit.setText(str(run))
             self._load_run(None)  # the previous run's losses, samples, report and checkpoint are not this run's
+        # a short run samples after a tenth of its steps, so its first sample shows early (long runs: every 500)
+        steps = planned_steps(self._checked_pairs(data, model), self.epochs_spin.value(), self.max_steps_spin.value())
         args = train_args(model, Path(data), run, size, self.epochs_spin.value(), self.max_steps_spin.value(),
-                          self.device_combo.currentText(), self.extra_args)
+                          self.device_combo.currentText(), self.extra_args, sample_interval(steps))
         self._launch(args, run, message)
 
     def resume(self) -> None:
@@ -417,7 +446,7 @@ class TrainingPanel(QWidget):
     def open_prepare_dialog(self) -> PrepareDialog:
         """The dialog that prepares a dataset from slides; on success its folder becomes the dataset."""
         if self.prepare_dialog is None:
-            self.prepare_dialog = PrepareDialog(self, self.child_env)
+            self.prepare_dialog = PrepareDialog(self, self.child_env, self.folders)
             self.prepare_dialog.prepared.connect(self._prepared)
         self.prepare_dialog.env = dict(self.child_env)
         self.prepare_dialog.open()
@@ -444,7 +473,9 @@ class TrainingPanel(QWidget):
     def _launch(self, args: list[str], run: Path, message: str) -> None:
         self.follower = EventFollower(run / EVENTS)
         self.loss_plot.clear()
+        self.loss_plot.set_placeholder(WAITING_FOR_STEP)
         self.sample_view.clear()
+        self.sample_view.set_placeholder(WAITING_FOR_SAMPLE)
         self._shown_sample = None
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -459,10 +490,14 @@ class TrainingPanel(QWidget):
         self._set_state("running")
         self.timer.start()
         self.statusMessage.emit(message)
+        self.runFolderChanged.emit(str(run))
 
     def _training_finished(self, exit_code: int, status: str) -> None:
         self.timer.stop()
         self.poll()
+        self.loss_plot.set_placeholder("no losses logged in this run")
+        self.sample_view.set_placeholder(NO_SAMPLE)
+        self.read_step_times()  # this run's pace makes the next estimate
         run = self.run_dir()
         progress = summarize(self.follower.events) if self.follower is not None else None
         self._reload_run_info(run)
@@ -562,7 +597,9 @@ class TrainingPanel(QWidget):
     def _load_run(self, run: Optional[Path]) -> None:
         self.follower = EventFollower(run / EVENTS) if run is not None else None
         self.loss_plot.clear()
+        self.loss_plot.set_placeholder(NO_LOSSES if run is not None else "no run yet: Start one, or choose its folder")
         self.sample_view.clear()
+        self.sample_view.set_placeholder(NO_SAMPLE)
         self._shown_sample = None
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -579,6 +616,8 @@ class TrainingPanel(QWidget):
             self.run_status.setText(text.get(progress.state, ""))
         self._show_report()
         self._set_state("idle")
+        if self.run_info is not None:
+            self.runFolderChanged.emit(str(run))
 
     def _reload_run_info(self, run: Optional[Path]) -> None:
         self.run_info = None
@@ -656,14 +695,76 @@ class TrainingPanel(QWidget):
             self._set_hint(False, "no dataset chosen")
             return
         self.dataset_hint.setText("checking…")
-        self.checker.submit(lambda progress, cancel: (folder, model, check_dataset(Path(folder), model)),
-                            name="dataset check")
+        self.checker.submit(lambda progress, cancel: (folder, model, check_dataset(Path(folder), model),
+                                                      dataset_patch_size(Path(folder))), name="dataset check")
 
     def _dataset_checked(self, result) -> None:
-        folder, model, check = result
-        self.dataset_check = result
+        folder, model, check, patch_size = result
+        self.dataset_check = (folder, model, check)
         if (folder, model) == (self.dataset_edit.text().strip(), self.model_combo.currentText()):
             self._set_hint(check.ok, check.message)
+            self.patch_size = patch_size
+            self._refresh_estimate()
+
+    def _checked_pairs(self, folder: str, model: str) -> Optional[int]:
+        """The number of patches the last check found in ``folder`` for ``model``, when it checked those."""
+        checked = self.dataset_check
+        return checked[2].pairs if checked is not None and checked[:2] == (folder, model) and checked[2].ok else None
+
+    # --- the time estimate --------------------------------------------------------------------------------------------
+    def read_step_times(self, calibrate: bool = False) -> None:
+        """Read the step times of the runs made so far (and, with ``calibrate``, time this CPU) in a worker."""
+        runs = run_folders(runs_root())
+        chosen = self.run_dir()
+        if chosen is not None and chosen not in runs:
+            runs.append(chosen)
+        # a newer request supersedes a running one, so it takes over a speed test still under way
+        calibrate = (calibrate and self._calibration == "none") or self._calibration == "running"
+        if calibrate:
+            self._calibration = "running"
+        self.timing.submit(lambda progress, cancel: (measured_step_times(runs), calibrate_cpu() if calibrate else None),
+                           name="step times")
+
+    def _timing_read(self, result) -> None:
+        self.step_times, kernel = result
+        if kernel is not None:
+            self.cpu_kernel_seconds, self._calibration = kernel, "done"
+        self._refresh_estimate()
+
+    def _timing_failed(self, message: str) -> None:
+        if self._calibration == "running":
+            self._calibration = "failed"
+        self.estimate_label.setText(f"Estimate: unavailable ({message})")
+
+    def _device_type(self) -> str:
+        device = self.device_combo.currentText()
+        if device != "auto":
+            return device
+        devices = [self.device_combo.itemText(i) for i in range(self.device_combo.count())]
+        return "cuda" if "cuda" in devices else "mps" if "mps" in devices else "cpu"
+
+    def _refresh_estimate(self) -> None:
+        """Say before Start how long these settings will train, and on what the estimate rests."""
+        model, device = self.model_combo.currentText(), self._device_type()
+        try:
+            size = parse_size(self.size_edit.text()) if self.size_edit.text().strip() else self.patch_size
+        except PriorPathError:
+            size = None
+        if size is None:
+            self.estimate_label.setText("Estimate: needs a valid size or a checked dataset")
+            return
+        data = self.dataset_edit.text().strip()
+        steps = planned_steps(self._checked_pairs(data, model), self.epochs_spin.value(), self.max_steps_spin.value())
+        estimate = estimate_run(model, size, device, steps, self.step_times, self.cpu_kernel_seconds)
+        if estimate is not None:
+            self.estimate_label.setText(estimate.describe())
+        elif device == "cpu" and model in REFERENCE_CPU_SECONDS and self._calibration in ("none", "running"):
+            self.estimate_label.setText("Estimate: timing this CPU…")
+            if self._calibration == "none":
+                self.read_step_times(calibrate=True)
+        else:
+            self.estimate_label.setText(f"Estimate: none yet for {model} on {device} (no earlier run measured it); "
+                                        f"once it runs, the progress line shows the time left")
 
     def _set_hint(self, ok: bool, message: str) -> None:
         self.dataset_hint.setText(("✓ " if ok else "✗ ") + message)
@@ -674,14 +775,18 @@ class TrainingPanel(QWidget):
         self.statusMessage.emit(f"dataset prepared in {folder}")
 
     def _choose_dataset(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Prepared dataset folder", self.dataset_edit.text())
+        folder = QFileDialog.getExistingDirectory(self, "Prepared dataset folder",
+                                                  self.dataset_edit.text() or self.folders.open_folder(DATASETS))
         if folder:
+            self.folders.remember(DATASETS, folder)
             self.set_dataset(folder)
 
     def _choose_run(self) -> None:
-        start = self.run_edit.text() or str(runs_root())
+        start = self.run_edit.text() or (self.folders.open_folder(RUNS) if RUNS in self.folders.prefs.folders
+                                         else str(runs_root()))
         folder = QFileDialog.getExistingDirectory(self, "Run folder", start)
         if folder:
+            self.folders.remember(RUNS, Path(folder).parent)  # the next run is chosen among its siblings
             self.set_run_dir(folder)
 
     def _log(self, line: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Iterator, Optional, Union
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import PriorPathError
+from .image_size import check_image_size
 
 TMP_MARK = ".tmp-"
 
@@ -52,6 +54,22 @@ def atomic_write_with(path: Path, writer: Callable[[Path], None], durable: bool 
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Put ``src``'s bytes at ``dst`` atomically: a hard link where the file system allows (no copy; our
+    outputs are replaced, never edited in place, so sharing the file is safe), else a byte copy."""
+    src, dst = Path(src), Path(dst)
+    link = dst.parent / f".{dst.name}{TMP_MARK}link-{os.getpid()}"
+    try:
+        _remove_quietly(link)
+        os.link(src, link)
+        os.replace(link, dst)
+        _remove_quietly(link)  # rename() leaves both names when dst was already a link to src
+        return
+    except OSError:  # another file system, or one without hard links
+        _remove_quietly(link)
+    atomic_write_with(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _umask() -> int:
@@ -101,19 +119,32 @@ def ensure_writable_dir(folder: Path) -> None:
         raise PriorPathError(f"{folder}: output folder is not writable ({describe_os_error(exc)})") from exc
 
 
-def decode_image_file(path: Union[str, Path], flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+def decode_image_file(path: Union[str, Path], flags: int = cv2.IMREAD_UNCHANGED, *, min_side: int = 1,
+                      max_side: Optional[int] = None, what: str = "an image") -> np.ndarray:
     """Decode an image file with OpenCV, or raise a PriorPathError that names the file and the problem.
 
-    Read as bytes first: ``cv2.imread`` cannot open non-ASCII paths on Windows and says nothing on failure.
+    The size the header claims is checked first (``image_size.check_image_size``, with these side limits), so
+    a decompression bomb is refused before anything is allocated. Read as bytes: ``cv2.imread`` cannot open
+    non-ASCII paths on Windows and says nothing on failure.
     """
+    check_image_size(path, min_side=min_side, max_side=max_side, what=what)
     try:
         raw = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
-    image = cv2.imdecode(raw, flags) if raw.size else None
+    try:
+        image = cv2.imdecode(raw, flags) if raw.size else None
+    except cv2.error as exc:  # a format the header guard does not know: OpenCV's own refusal, in one line
+        raise PriorPathError(f"{path}: cannot decode ({_one_line(exc)})") from exc
     if image is None:
         raise PriorPathError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
     return image
+
+
+def _one_line(exc: Exception) -> str:
+    """The last line of a library's error (OpenCV puts its reason there)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -282,15 +282,32 @@ def check_dataset(folder: Path, model: str) -> DatasetCheck:
 
 
 # --- commands -----------------------------------------------------------------------------------------------------
+SAMPLES_PER_RUN = 10  # a short run still shows a sample early, after a tenth of its steps
+
+
+def sample_interval(steps: Optional[int]) -> Optional[int]:
+    """Steps between sample images for a run of ``steps`` steps: a tenth of the run, never longer than the
+    trainer's default (``TrainConfig.sample_every``); None (the default) when the length is not known."""
+    from .config import TrainConfig
+
+    if not steps:
+        return None
+    return max(1, min(TrainConfig.sample_every, steps // SAMPLES_PER_RUN))
+
+
 def train_args(model: str, data: Path, run_dir: Path, size: Optional[tuple[int, int]], epochs: int,
-               max_steps: int, device: str, extra: Sequence[str] = ()) -> list[str]:
-    """``priorpath train`` arguments for a new run (``max_steps`` 0 = all epochs)."""
+               max_steps: int, device: str, extra: Sequence[str] = (),
+               sample_every: Optional[int] = None) -> list[str]:
+    """``priorpath train`` arguments for a new run (``max_steps`` 0 = all epochs); ``extra`` comes last, so its
+    flags win over these."""
     args = ["train", "--model", model, "--data", str(data), "--out", str(run_dir), "--epochs", str(epochs),
             "--device", device]
     if size:
         args += ["--size", f"{size[0]}x{size[1]}"]
     if max_steps:
         args += ["--max-steps", str(max_steps)]
+    if sample_every:
+        args += ["--sample-every", str(sample_every)]
     return args + list(extra)
 
 

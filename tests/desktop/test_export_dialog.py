@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QItemSelectionModel, Qt
 
 from priorpath_desktop.export_dialog import (NEED_OUT, NEED_SKETCHES, START_TIP, EtaEstimator, ExportDialog,
                                              ExportSettings, format_duration, sketch_store)
@@ -210,3 +210,36 @@ def test_a_sketch_with_tissue_is_included_by_default(make_dialog, sketches, tmp_
 
     empty = make_dialog(current=lambda: np.zeros((64, 128), np.uint8))
     assert not empty.include_current.isChecked()
+
+
+def test_a_cancel_during_the_last_sample_still_says_the_export_is_done(qtbot, make_dialog, sketches, tmp_path):
+    dialog = make_dialog()
+    out = tmp_path / "out"
+    dialog.apply_settings({"sources": [str(sketches)], "count": 3, "out": str(out)})
+    # Cancel pressed while the last sample is written: the export is complete all the same
+    dialog.exportStarted.connect(lambda job: job.progress.connect(
+        lambda done, total, message: job.cancel() if total and done >= total else None,
+        Qt.ConnectionType.DirectConnection))
+    dialog.start()
+    qtbot.waitUntil(lambda: not dialog.is_running(), timeout=WAIT)
+    assert len(rows(out)) == 3
+    status = dialog.status_label.text()
+    assert status.startswith("done:") and "3 samples" in status and "press Start" not in status, status
+    assert dialog.open_button.isEnabled()
+
+
+def test_remove_takes_the_selected_rows_or_else_the_current_one(make_dialog, tmp_path):
+    dialog = make_dialog()
+    dialog.add_sources([str(tmp_path / name) for name in ("a", "b", "c", "d")])
+    listed = dialog.sources_list
+    listed.item(0).setSelected(True)
+    listed.item(2).setSelected(True)
+    dialog.remove_button.click()
+    assert [listed.item(i).text() for i in range(listed.count())] == [str(tmp_path / "b"), str(tmp_path / "d")]
+
+    # a row can look chosen (current, after a click that only moved the focus or the arrow keys) with no selection
+    listed.clearSelection()
+    listed.selectionModel().setCurrentIndex(listed.model().index(1, 0), QItemSelectionModel.SelectionFlag.NoUpdate)
+    assert not listed.selectedItems() and listed.currentRow() == 1
+    dialog.remove_button.click()
+    assert [listed.item(i).text() for i in range(listed.count())] == [str(tmp_path / "b")]

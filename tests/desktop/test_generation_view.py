@@ -287,3 +287,47 @@ def test_cancel_during_the_rgb_stage_leaves_captions_that_match_the_images(qtbot
 def test_a_hint_replaces_the_panes_placeholders(qtbot, view):
     view.request_preview(np.zeros((64, 128), np.uint8))
     assert view.panes["rgb"].view.placeholder() == EMPTY_HINT == view.panes["fine"].view.placeholder()
+
+
+def test_save_all_is_named_after_the_sketch_and_never_overwrites(qtbot, view, tmp_path):
+    assert view.sketch_name() == "untitled"  # no file yet
+    view.set_sketch_name("liver_03")
+    view.set_seed(5)
+    results = preview(qtbot, view, sketch(64, 128))
+    with qtbot.waitSignal(view.saved, timeout=WAIT) as first:
+        view.save_all(tmp_path)
+    kinds = ("coarse", "fine", "rgb")
+    assert sorted(Path(p).name for p in first.args[0]) == [f"liver_03_seed5_{k}.png" for k in kinds]
+    before = {p: Path(p).read_bytes() for p in first.args[0]}
+
+    view.set_sketch_name("liver_03")  # the same name again (another sketch of that name, or a second save)
+    with qtbot.waitSignal(view.saved, timeout=WAIT) as second:
+        view.save_all(tmp_path)
+    assert sorted(Path(p).name for p in second.args[0]) == [f"liver_03_seed5-2_{k}.png" for k in kinds]
+    assert all(Path(p).read_bytes() == data for p, data in before.items())  # the first set is untouched
+    with Image.open(tmp_path / "liver_03_seed5-2_fine.png") as im:
+        assert np.array_equal(np.asarray(im), results["fine"])
+
+
+def test_gallery_thumbnails_grow_with_the_dock_and_follow_the_seed(qtbot, view):
+    view.show()
+    view.resize(900, 330)  # about the bottom dock's first size
+    view.set_seed(20)
+    preview(qtbot, view, sketch(64, 128))
+    with qtbot.waitSignal(view.variationsReady, timeout=WAIT):
+        view.start_variations(4)
+    qtbot.waitUntil(lambda: view.gallery.isVisible() and view.gallery.width() > 200, timeout=5000)
+    small = view.gallery.icon_width()
+    assert small >= 120  # the old fixed strip showed 104 px thumbnails in a 260 px column
+    assert view.gallery.width() >= 0.3 * view.width()  # a share of the dock, not a fixed strip
+    view.resize(1800, 700)
+    qtbot.waitUntil(lambda: view.gallery.icon_width() > 1.5 * small, timeout=5000)
+
+    assert view.gallery.highlighted_seed() == 20  # the current seed's variation
+    view.choose_variation(2)
+    assert view.gallery.highlighted_seed() == 22
+    view.auto_preview.setChecked(False)  # only the highlight is under test, not another preview
+    view.set_seed(21)  # changed elsewhere: the spin box
+    assert view.gallery.highlighted_seed() == 21
+    view.set_seed(999)
+    assert view.gallery.highlighted_seed() is None  # no variation has it: nothing stays highlighted

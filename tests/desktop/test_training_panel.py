@@ -15,12 +15,14 @@ from PySide6.QtWidgets import QApplication, QWidget
 from priorpath_desktop.messages import open_messages
 from priorpath_desktop.plots import LossPlot
 from priorpath_desktop.trainer_process import error_summary, parse_progress, trainer_command
-from priorpath_desktop.training_panel import TrainingPanel, runs_root
+from priorpath_desktop.training_panel import (DEFAULT_EPOCHS, WAITING_FOR_SAMPLE, WAITING_FOR_STEP, TrainingPanel,
+                                              runs_root)
 from trainer.config import make_config
 from trainer.events import read_events
 from trainer.train import train
 
 from ..conftest import SAMPLE
+from ..trainer.test_step_time import write_run
 
 FINAL = ("done", "stopped", "failed")
 ANALOGY = ["--option", "windows_per_patch=32", "--option", "max_windows=3000"]
@@ -444,3 +446,53 @@ def test_default_dataset_and_settings_between_sessions(qtbot, panel, small_data,
     defaults = fresh.settings()
     fresh.apply_settings({"model": "no-such-model", "device": "tpu", "epochs": "many"})  # stale or foreign values
     assert fresh.settings() == defaults and _messages() == []
+
+
+def test_a_short_run_shows_samples_early_and_the_plot_waits_in_words(qtbot, panel, small_data, tmp_path):
+    _settle_dataset(qtbot, panel, small_data)
+    panel.model_combo.setCurrentText("pix2pix")
+    panel.size_edit.setText("64x128")
+    panel.epochs_spin.setValue(2)  # 24 steps: fewer than the trainer's 500 between samples
+    panel.set_extra_args(["--option", "ngf=8", "--option", "ndf=8"])
+    run = tmp_path / "short-run"
+    panel.set_run_dir(run)
+    assert panel.loss_plot.placeholder_shown() == "no losses yet"
+    attached = []
+    panel.runFolderChanged.connect(attached.append)
+    panel.start()
+    assert attached == [str(run)]  # the main window keeps it, to re-attach after a restart
+    assert panel.loss_plot.placeholder_shown() == WAITING_FOR_STEP and not panel.loss_plot.figure.axes[0].axison
+    assert panel.sample_view.text() == WAITING_FOR_SAMPLE
+    assert "--sample-every 2" in _log(panel)  # a tenth of the run
+    assert _wait_final(qtbot, panel) == "done", _log(panel) + "\n".join(_messages())
+    samples = [e["step"] for e in read_events(run / "events.jsonl") if e["type"] == "sample"]
+    assert samples[0] == 2 and len(samples) >= 10  # written during the run, not only at its end
+    assert panel.sample_view.has_image() and panel.loss_plot.placeholder_shown() is None
+
+
+def test_the_estimate_before_start_uses_an_earlier_runs_step_time(qtbot, panel, small_data):
+    write_run(runs_root() / "pix2pix-earlier", size=(64, 128), seconds_per_step=0.5)
+    panel.read_step_times()
+    _settle_dataset(qtbot, panel, small_data)
+    panel.model_combo.setCurrentText("pix2pix")
+    panel.device_combo.setCurrentText("cpu")
+    panel.size_edit.setText("64x128")
+    panel.epochs_spin.setValue(2)
+    qtbot.waitUntil(lambda: "measured in pix2pix-earlier" in panel.estimate_label.text(), timeout=10_000)
+    assert panel.estimate_label.text().startswith(f"Estimate: about 0:12 for {2 * PATCHES} steps (0.5 s a step")
+    panel.max_steps_spin.setValue(10)
+    assert panel.estimate_label.text().startswith("Estimate: about 0:05 for 10 steps")
+    panel.size_edit.setText("128x256")  # four times the pixels, scaled
+    assert "2 s a step" in panel.estimate_label.text() and "scaled" in panel.estimate_label.text()
+
+
+def test_without_an_earlier_run_the_estimate_is_a_calibrated_guess(qtbot, panel, small_data):
+    _settle_dataset(qtbot, panel, small_data)
+    panel.model_combo.setCurrentText("pix2pix")
+    panel.device_combo.setCurrentText("cpu")
+    panel.size_edit.setText("")  # the patches' own size, read from the dataset
+    qtbot.waitUntil(lambda: "guess from a quick speed test" in panel.estimate_label.text(), timeout=20_000)
+    assert panel.patch_size == (256, 512) and panel.cpu_kernel_seconds > 0
+    assert f"for {DEFAULT_EPOCHS * PATCHES:,} steps" in panel.estimate_label.text()
+    panel.model_combo.setCurrentText("analogy")  # no reference for it: said so, no number made up
+    assert panel.estimate_label.text().startswith("Estimate: none yet for analogy on cpu")

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import PriorPathError
+from ..image_size import check_image_size
 from .prepare import read_manifest
 
 KINDS = ("coarse", "fine", "rgb")
@@ -23,6 +24,7 @@ KINDS = ("coarse", "fine", "rgb")
 def read_image(path: Path, kind: str) -> np.ndarray:
     """A mask (HxW uint8, 0/255) or an RGB patch (HxWx3 uint8) written by ``prepare``."""
     flag = cv2.IMREAD_GRAYSCALE if kind != "rgb" else cv2.IMREAD_COLOR
+    check_image_size(path)  # a prepared folder can be any folder the user names
     image = cv2.imread(str(path), flag)
     if image is None:
         raise PriorPathError(f"{path}: missing or unreadable image")

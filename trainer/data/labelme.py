@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import PriorPathError
 from ..fileio import describe_os_error, ensure_writable_dir, find_files, remove_stale_temporaries, write_png
+from ..image_size import check_image_size
 from ..jobs import CancelToken, ProgressFn, check, no_progress
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,11 @@ def _paint_bitmap(mask: np.ndarray, points: np.ndarray, encoded, value: int, wha
         buf = np.frombuffer(base64.b64decode(encoded, validate=False), np.uint8)
     except (binascii.Error, ValueError) as exc:
         raise PriorPathError(f"{what}: 'mask' is not valid base64") from exc
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    check_image_size(buf.tobytes(), f"{what}: 'mask'")  # an embedded image can be a decompression bomb too
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    except cv2.error:
+        image = None
     if image is None:
         raise PriorPathError(f"{what}: 'mask' is not a decodable image")
     if image.ndim == 3:

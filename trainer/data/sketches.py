@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -25,9 +26,12 @@ import numpy as np
 from ..errors import PriorPathError
 from ..fileio import (atomic_write_text, decode_image_file, describe_os_error, ensure_writable_dir,
                       find_files, remove_stale_temporaries, write_png)
+from ..image_size import header_size
 from ..jobs import CancelToken, ProgressFn, check, no_progress
 from . import labelme
-from .masks import luma
+from .mask_files import threshold_image
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SKETCH_SUFFIXES = IMAGE_SUFFIXES | {".json"}
@@ -55,49 +59,21 @@ def load_sketch(path: Union[str, Path], allow_empty: bool = False) -> np.ndarray
     """A sketch as an HxW uint8 mask (255 tissue, 0 air).
 
     Images: tissue is grey brighter than 127 (16-bit and float images scaled to 8 bits first; a mask
-    stored as 0/1 counts 1 as tissue); transparent pixels are air. ``.json`` files are Labelme.
+    stored as 0/1 counts 1 as tissue; a grey sketch is logged as thresholded); transparent pixels are air.
+    ``.json`` files are Labelme.
     An all-air sketch is an error unless ``allow_empty`` (the editor may reopen a blank canvas).
     """
     path = Path(path)
     if path.suffix.lower() == ".json":
         mask = labelme.read_labelme(path)
     else:
-        mask = mask_from_image(decode_image_file(path))
+        read = threshold_image(decode_image_file(path))  # the mask files' rule, colour taken by its luma
+        if read.thresholded:
+            log.warning("%s", read.notice(path))
+        mask = read.mask
     if not allow_empty and not mask.any():
         raise PriorPathError(f"{path}: sketch has no tissue (nothing brighter than grey 127)")
     return mask
-
-
-def mask_from_image(image: np.ndarray) -> np.ndarray:
-    """A decoded sketch image (OpenCV's channel order, any depth) as HxW uint8 0/255; see ``load_sketch``."""
-    alpha = None
-    if image.ndim == 3:
-        channels = image.shape[2]
-        if channels in (2, 4):
-            alpha = image[..., -1]
-        colour = image[..., : 1 if channels <= 2 else 3]
-        image = colour[..., 0] if colour.shape[2] == 1 else colour[..., ::-1]  # BGR -> RGB
-    grey = _to_8bit(image)
-    if grey.ndim == 3:
-        grey = luma(grey)
-    tissue = grey > 127
-    if alpha is not None:
-        tissue &= _to_8bit(alpha) > 127
-    return np.where(tissue, 255, 0).astype(np.uint8)
-
-
-def _to_8bit(image: np.ndarray) -> np.ndarray:
-    top = image.max() if image.size else 0
-    if np.issubdtype(image.dtype, np.integer) and top == 1:
-        return (image == 1).astype(np.uint8) * 255  # a 0/1 label image
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):
-        scaled = image * 255.0 if top <= 1.0 else image
-        return np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def fit_to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -280,6 +256,9 @@ def augment_sketches(
 def _same_mask(path: Path, mask: np.ndarray) -> bool:
     if not path.is_file():
         return False
+    claimed = header_size(path)
+    if claimed is not None and claimed != mask.shape:
+        return False  # another size: no need to decode it (it may be anything a user put there)
     existing = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     return existing is not None and existing.shape == mask.shape and bool(np.array_equal(existing, mask))
 

@@ -21,9 +21,11 @@ import numpy as np
 
 from ..errors import PriorPathError
 from ..fileio import find_files
+from ..image_size import check_image_size
 
 WSI_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff"}
-PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+TIFF_SUFFIXES = {".tif", ".tiff"}
+PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"} | TIFF_SUFFIXES
 SUPPORTED_SUFFIXES = WSI_SUFFIXES | PLAIN_SUFFIXES
 
 
@@ -79,6 +81,10 @@ class VipsReader(SourceReader):
         import pyvips
 
         self.path = path
+        if path.suffix.lower() not in TIFF_SUFFIXES:
+            # libvips decodes a PNG or JPEG whole (into a temporary file) before any region can be read, so a
+            # decompression bomb is refused first; a TIFF is read strip by strip and may be as large as a slide
+            check_image_size(path)
         try:
             image = pyvips.Image.new_from_file(str(path), fail_on="error")
             self._image = _to_rgb8(image)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import PriorPathError
 from ..fileio import describe_os_error, find_files
+from ..image_size import check_image_size
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: A pixel brighter than this is tissue when a mask is not strictly 0/255.
@@ -69,7 +70,11 @@ def read_mask(path: Path) -> MaskFile:
         data = path.read_bytes()
     except OSError as exc:
         raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    check_image_size(data, path)  # a decompression bomb is refused before OpenCV allocates it
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error:
+        image = None
     if image is None:
         raise PriorPathError(f"{path}: unreadable or corrupt image")
     if image.dtype != np.uint8:
