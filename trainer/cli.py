@@ -67,6 +67,24 @@ def _size(text: str):
         raise argparse.ArgumentTypeError(str(exc))
 
 
+def _workers(text: str):
+    from .pool import parse_workers
+
+    try:
+        return parse_workers(text)
+    except PriorPathError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got '{text}'")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from .export import parse_shard
+
+    try:
+        return parse_shard(text)
+    except PriorPathError:
+        raise argparse.ArgumentTypeError(f"expected K/N, shard K of N counted from 0 (0 <= K < N), got '{text}'")
+
+
 def _stain(text: str) -> str:
     from .data.masks import STAIN_THRESHOLDS
 
@@ -176,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--style", nargs="+", type=Path, default=None, metavar="DIR|FILE",
                         help="stain reference: real H&E tiles, folders of them, or a prepared folder. The quilt RGB "
                              "model copies tissue from them; neural RGB models are stain-normalised to them")
+    models.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                        help="processes drawing samples (default auto: one per CPU core; on CUDA one per GPU, "
+                             "and with one GPU this process; 1 = this process). Same output for any N")
     g = sub.add_parser("generate", parents=[common, models], help="coarse masks -> fine masks -> RGB tiles",
                        description="Write OUT/fine/<stem>.png (binary, the input's size) and OUT/rgb/<stem>.png for "
                                    "every coarse mask (binary PNG/TIFF or Labelme JSON) given; with --fine, fine masks "
@@ -184,9 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--coarse", nargs="+", type=Path, metavar="DIR|FILE", help="coarse masks or folders")
     given.add_argument("--fine", nargs="+", type=Path, metavar="DIR|FILE",
                        help="fine masks or folders: skip the mask stage and draw RGB tiles for them")
-    g.add_argument("--out", required=True, type=Path, help="output folder")
+    g.add_argument("--out", type=Path, help="output folder (not with --slide)")
     g.add_argument("--variations", type=int, default=1, metavar="K",
                    help="K samples per input, <stem>_v0 ... with seeds S ... S+K-1 (default 1)")
+    slide = g.add_argument_group("whole slide", "one coarse sketch, drawn at reduced resolution, generated tile by "
+                                 "tile into a pyramidal TIFF that OpenSlide and QuPath open")
+    slide.add_argument("--slide", type=Path, metavar="OUT.tif",
+                       help="write OUT.tif (RGB), OUT.mask.tif (fine mask) and OUT.geojson (the sketch)")
+    slide.add_argument("--scale", type=int, default=1, metavar="N",
+                       help="the slide is N times the sketch's size (default 1)")
+    slide.add_argument("--mpp", type=float, default=None, help="microns per pixel to record at level 0")
+    slide.add_argument("--lossless", action="store_true",
+                       help="deflate instead of JPEG tiles: exact pixels, so the RGB is an exact label")
     g.set_defaults(func=_cmd_generate)
 
     x = sub.add_parser("export", parents=[common, models], help="a synthetic dataset: coarse, fine, RGB and manifest",
@@ -201,7 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment the sketches (default) or use them as they are")
     x.add_argument("--size", type=_size, default=None, metavar="HxW",
                    help="sample size (default: the size the mask model was trained at)")
+    x.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="make shard K (0 to N-1) of an N-way split: the samples i with i mod N = K; "
+                        "join the N shard folders with merge-exports")
     x.set_defaults(func=_cmd_export)
+
+    mg = sub.add_parser("merge-exports", parents=[common],
+                        help="join the shards of 'export --shard K/N' into one export",
+                        description="Join the N shard folders of one export (made with --shard 0/N ... N-1/N) into "
+                                    "OUT: the files of all shards, one sorted manifest.csv and the export.json of "
+                                    "an unsharded export. Shards of other settings, missing, duplicated or "
+                                    "unfinished shards, and an OUT holding something else are refused.")
+    mg.add_argument("shards", nargs="+", type=Path, metavar="SHARD_DIR", help="the shard folders, all of them")
+    mg.add_argument("--out", required=True, type=Path, help="output folder (new or empty)")
+    mg.set_defaults(func=_cmd_merge)
     return parser
 
 
@@ -374,17 +417,52 @@ def _with_cancel(run):
 def _cmd_generate(args) -> int:
     from .generate import generate_files
 
+    if args.slide is not None:
+        return _cmd_slide(args)
+    if args.out is None:
+        raise PriorPathError("generate needs --out DIR (or --slide OUT.tif for a whole slide)")
     engine = _engine(args)
     bar = _Bar("sample", enabled=not args.no_progress)
     try:
         result = _with_cancel(lambda cancel: generate_files(args.coarse or args.fine, args.out, engine, seed=args.seed,
                                                             variations=args.variations, progress=bar, cancel=cancel,
-                                                            stage="rgb" if args.fine else "fine"))
+                                                            stage="rgb" if args.fine else "fine",
+                                                            workers=args.workers))
     finally:
         bar.close()
     where = " and ".join(str(d) for d in (result.fine_dir, result.rgb_dir) if d is not None)
     print(f"{result.written} samples written to {where}")
     return 0
+
+
+def _cmd_slide(args) -> int:
+    from .generate import read_coarse
+    from .slide import estimate_seconds, generate_slide, plan_slide
+
+    if not args.coarse or len(args.coarse) != 1 or args.coarse[0].is_dir():
+        raise PriorPathError("--slide makes one slide: give one sketch file with --coarse")
+    if args.out is not None or args.variations != 1:
+        raise PriorPathError("--slide writes OUT.tif and its companions: leave out --out and --variations")
+    sketch = read_coarse(args.coarse[0], geojson_scale=args.scale)  # a slide's GeoJSON is in level-0 pixels
+    plan = plan_slide(sketch, args.scale)
+    engine = _engine(args)
+    seconds = estimate_seconds(engine, sketch, args.scale)
+    print(f"slide: {plan.describe()}; about {_duration(seconds)} on this machine", flush=True)
+    bar = _Bar("tile", enabled=not args.no_progress)
+    try:
+        result = _with_cancel(lambda cancel: generate_slide(sketch, args.scale, args.slide, engine, seed=args.seed,
+                                                            mpp=args.mpp, lossless=args.lossless, progress=bar,
+                                                            cancel=cancel))
+    finally:
+        bar.close()
+    print(f"{result.rgb}, {result.mask.name} and {result.annotations.name} written in {result.seconds:.0f} s")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _cmd_export(args) -> int:
@@ -396,11 +474,24 @@ def _cmd_export(args) -> int:
     try:
         result = _with_cancel(lambda cancel: export_dataset(args.sketches, args.out, args.count, engine,
                                                             augment=args.augment, seed=args.seed, size=args.size,
-                                                            progress=bar, cancel=cancel))
+                                                            progress=bar, cancel=cancel, workers=args.workers,
+                                                            shard=args.shard))
     finally:
         bar.close()
     print(f"{result.count} samples in {result.out} ({result.generated} made now, in "
           f"{time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def _cmd_merge(args) -> int:
+    from .merge import merge_exports
+
+    bar = _Bar("sample", enabled=not args.no_progress)
+    try:
+        result = _with_cancel(lambda cancel: merge_exports(args.shards, args.out, progress=bar, cancel=cancel))
+    finally:
+        bar.close()
+    print(f"{result.count} samples from {len(args.shards)} shards in {result.out}")
     return 0
 
 

@@ -7,16 +7,24 @@
     DIR/export.json             the settings, so a rerun can tell continuing from mixing two datasets
 
 Sample ``i`` is a function of (seed, i, sketches, models) alone, drawn from ``np.random.default_rng([seed, i])``.
-Samples are written one at a time (memory stays flat in N): the three images atomically, then the sample's
-manifest row is appended. A sample counts as done only when its row and its files are all there, so a
-rerun after ``kill -9`` at any moment redoes at most the sample in flight, never duplicates one, and
-leaves no truncated file. A larger ``count`` later extends the dataset.
+Samples are made by ``workers`` processes (``trainer.pool``; 1 = in this process) and written here one at
+a time, in index order, with a bounded number in flight (memory stays flat in N): the three images
+atomically, then the sample's manifest row is appended. A sample counts as done only when its row and its
+files are all there, so a rerun after ``kill -9`` at any moment redoes at most the samples in flight, never
+duplicates one, and leaves no truncated file. A larger ``count`` later extends the dataset. The files are
+byte for byte the same whatever the number of workers.
+
+``shard=(K, N)`` makes only the samples ``i`` with ``i % N == K``: N shards, run anywhere, together hold
+the dataset of one run with the same settings, and ``priorpath merge-exports`` (``trainer.merge``) joins
+them. A shard's export.json also records the shard and the count.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -25,12 +33,15 @@ import numpy as np
 
 from .data.sketches import augment_sketch, find_sketches, fit_to_size, load_sketch
 from .errors import Cancelled, PriorPathError
-from .fileio import atomic_write_text, describe_os_error, ensure_writable_dir, remove_stale_temporaries, write_png
+from .fileio import (atomic_write_bytes, atomic_write_text, describe_os_error, encode_png, ensure_writable_dir,
+                     remove_stale_temporaries)
 from .inference import Engine, file_hash
-from .jobs import CancelToken, ProgressFn, check, no_progress
+from .jobs import CancelToken, ProgressFn, no_progress
+from .pool import ordered_map, resolve_workers, worker_devices
 
 MANIFEST_FIELDS = ["stem", "source", "augment", "params", "seed", "mask_model", "rgb_model"]
 SETTINGS_FILE = "export.json"
+SHARD_KEYS = ("shard", "count")  # in a shard's export.json only; "count" may change (a larger one extends)
 
 
 @dataclass
@@ -40,12 +51,52 @@ class ExportResult:
     out: Path
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard K/N`` -> (K, N), 0 <= K < N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or int(match[1]) >= int(match[2]):
+        raise PriorPathError(f"--shard must be K/N with 0 <= K < N (shard K of N, counted from 0), got '{text}'")
+    return int(match[1]), int(match[2])
+
+
+class ExportJob:
+    """Sample ``i`` from its index alone; pickles without its engine, so a worker process rebuilds that."""
+
+    def __init__(self, engine: Engine, sketches: list[np.ndarray], seed: int, augment: bool,
+                 size: tuple[int, int], cancel: Optional[CancelToken] = None):
+        self.spec, self.engine, self.cancel = engine.spec(), engine, cancel
+        self.sketches, self.seed, self.augment, self.size = sketches, seed, augment, size
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "engine": None, "cancel": None}  # a worker is stopped, not cancelled
+
+    def start(self, device: Optional[str]) -> None:
+        self.engine = Engine.from_spec(self.spec, device)
+
+    def __call__(self, i: int) -> tuple[int, int, dict, int, dict[str, bytes]]:
+        """(i, which sketch, augmentation parameters, sample seed, PNG bytes by folder)."""
+        rng = np.random.default_rng([self.seed, i])
+        sketches = self.sketches
+        which = int(rng.integers(len(sketches))) if self.augment else i % len(sketches)
+        if self.augment:
+            coarse, params = augment_sketch(sketches[which], self.size, rng)
+        else:
+            coarse, params = np.where(sketches[which] > 127, 255, 0).astype(np.uint8), {}
+        sample_seed = int(rng.integers(2 ** 31))
+        fine, rgb = self.engine.generate(coarse, sample_seed, cancel=self.cancel)
+        images = {"coarse": coarse, "fine": fine, "rgb": rgb}
+        return i, which, params, sample_seed, {k: encode_png(v) for k, v in images.items() if v is not None}
+
+
 def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Path], count: int, engine: Engine,
                    augment: bool = True, seed: int = 0, size: Optional[tuple[int, int]] = None,
-                   progress: ProgressFn = no_progress, cancel: Optional[CancelToken] = None) -> ExportResult:
+                   progress: ProgressFn = no_progress, cancel: Optional[CancelToken] = None,
+                   workers: Union[int, str] = 1, shard: Optional[tuple[int, int]] = None) -> ExportResult:
+    """``workers``: processes making samples ("auto": see ``trainer.pool``); ``shard``: (K, N), see above."""
     out = Path(out)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PriorPathError(f"--count must be a positive integer, got {count!r}")
+    first, step = (0, 1) if shard is None else parse_shard(f"{shard[0]}/{shard[1]}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise PriorPathError(f"--seed must be a non-negative integer, got {seed!r}")
     if engine.mask is None:
@@ -72,77 +123,90 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
                 "rgb_model": rgb_hash, "sketches": [file_hash(p) for p in paths]}
     if engine.style_sha:  # only when set, so exports made before --style existed still resume
         settings["style"] = engine.style_sha
+    if shard is not None:
+        settings.update(shard=f"{first}/{step}", count=count)
     _check_settings(out, settings)
-    done = _finished_rows(out, folders)
+    done = finished_rows(out, folders)
     _rewrite_manifest(out, done)
 
     generated = 0
+    wanted = range(first, count, step)  # this shard's samples (all of them unsharded)
+    present = sum(1 for s in done if sample_index(s) < count)
+    todo = (i for i in wanted if _stem(i) not in done)  # lazy: no list of N indices
+    n = resolve_workers(workers, engine.device.type, items=len(wanted) - present)
+    job = ExportJob(engine, sketches, seed, augment, size, cancel)
+    samples = ordered_map(job, todo, n, cancel, worker_devices(str(engine.device), n))
     manifest = open(out / "manifest.csv", "a", newline="", encoding="utf-8")
     try:
         writer = csv.DictWriter(manifest, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-        present = sum(1 for s in done if _index(s) < count)
-        progress(present, count, "resuming" if present else "")
-        for i in range(count):
-            stem = f"syn_{i:06d}"
-            if stem in done:
-                continue
-            check(cancel)
-            rng = np.random.default_rng([seed, i])
-            which = int(rng.integers(len(sketches))) if augment else i % len(sketches)
-            if augment:
-                coarse, params = augment_sketch(sketches[which], size, rng)
-            else:
-                coarse, params = np.where(sketches[which] > 127, 255, 0).astype(np.uint8), {}
-            sample_seed = int(rng.integers(2 ** 31))
-            fine, rgb = engine.generate(coarse, sample_seed, cancel=cancel)
-            write_png(folders["coarse"] / f"{stem}.png", coarse)
-            write_png(folders["fine"] / f"{stem}.png", fine)
-            if rgb is not None:
-                write_png(folders["rgb"] / f"{stem}.png", rgb)
-            row = {"stem": stem, "source": sources[which], "augment": int(augment),
-                   "params": json.dumps(params, sort_keys=True, separators=(",", ":")), "seed": sample_seed,
-                   "mask_model": mask_hash, "rgb_model": rgb_hash}
-            writer.writerow(row)
-            manifest.flush()  # the row lands after its files: a row always means a whole sample
-            done[stem] = row
-            generated += 1
-            present += 1
-            progress(present, count, stem)
+        progress(present, len(wanted), "resuming" if present else "")
+        with contextlib.closing(samples):  # leaving early (an error) stops the workers at once
+            for i, which, params, sample_seed, pngs in samples:
+                stem = _stem(i)
+                for kind, data in pngs.items():
+                    atomic_write_bytes(folders[kind] / f"{stem}.png", data)
+                row = {"stem": stem, "source": sources[which], "augment": int(augment),
+                       "params": json.dumps(params, sort_keys=True, separators=(",", ":")), "seed": sample_seed,
+                       "mask_model": mask_hash, "rgb_model": rgb_hash}
+                writer.writerow(row)
+                manifest.flush()  # the row lands after its files: a row always means a whole sample
+                done[stem] = row
+                generated += 1
+                present += 1
+                progress(present, len(wanted), stem)
     except Cancelled:
-        raise Cancelled(f"export stopped with {present} of {count} samples done; rerun the same command to "
-                        f"continue") from None
+        raise Cancelled(f"export stopped with {present} of {len(wanted)} samples done; rerun the same command "
+                        f"to continue") from None
     except OSError as exc:
         raise PriorPathError(f"{out / 'manifest.csv'}: cannot write ({describe_os_error(exc)}); rerun the same "
                              f"command to continue") from exc
     finally:
         manifest.close()
     _rewrite_manifest(out, done)  # sorted, and without the half line a killed run may have left
-    return ExportResult(sum(1 for s in done if _index(s) < count), generated, out)
+    return ExportResult(sum(1 for s in done if sample_index(s) < count), generated, out)
 
 
-def _index(stem: str) -> int:
+def sample_index(stem: str) -> int:
     return int(stem.split("_")[-1])
+
+
+def _stem(i: int) -> str:
+    return f"syn_{i:06d}"
+
+
+def read_settings(out: Path) -> Optional[dict]:
+    """An export folder's export.json, None when there is none, or a clear error when it is unreadable."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PriorPathError(f"{path}: unreadable ({exc}); delete the folder or choose another --out") from exc
+    if not isinstance(settings, dict):
+        raise PriorPathError(f"{path}: not an export's settings; delete the folder or choose another --out")
+    return settings
 
 
 def _check_settings(out: Path, settings: dict) -> None:
     """Refuse to continue an export made with other settings; its samples would not match the new ones."""
     path = out / SETTINGS_FILE
-    if path.is_file():
-        try:
-            before = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise PriorPathError(f"{path}: unreadable ({exc}); delete the folder or choose another --out") from exc
-        changed = sorted(k for k in set(settings) | set(before) if before.get(k) != settings.get(k))
+    before = read_settings(out)
+    if before is not None:
+        keys = (set(settings) | set(before)) - {"count"}
+        changed = sorted(k for k in keys if before.get(k) != settings.get(k))
         if changed:
             raise PriorPathError(f"{out} holds an export made with other {', '.join(changed)}; rerun with the "
                                  f"same settings to continue it, or choose another --out")
+        if before.get("count") != settings.get("count"):  # a shard extended: merge checks it against this
+            atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
         return
     if (out / "manifest.csv").is_file():
         raise PriorPathError(f"{out} holds a manifest.csv that is not an export's; choose another --out")
     atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
 
 
-def _finished_rows(out: Path, folders: dict[str, Path]) -> dict[str, dict]:
+def finished_rows(out: Path, folders: dict[str, Path]) -> dict[str, dict]:
     """Manifest rows whose files are all present, by stem (a half-written last line is dropped)."""
     path = out / "manifest.csv"
     if not path.is_file():
@@ -160,10 +224,15 @@ def _finished_rows(out: Path, folders: dict[str, Path]) -> dict[str, dict]:
     return rows
 
 
-def _rewrite_manifest(out: Path, rows: dict[str, dict]) -> None:
+def manifest_text(rows: dict[str, dict]) -> str:
+    """manifest.csv's text: the header, then the rows sorted by stem."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()
     for stem in sorted(rows):
         writer.writerow(rows[stem])
-    atomic_write_text(out / "manifest.csv", buf.getvalue(), durable=False)
+    return buf.getvalue()
+
+
+def _rewrite_manifest(out: Path, rows: dict[str, dict]) -> None:
+    atomic_write_text(out / "manifest.csv", manifest_text(rows), durable=False)

@@ -2,40 +2,42 @@
 
 Every input is read and checked before anything is written, so a bad file stops the run up front with
 its name and the reason; outputs are written atomically, so a cancelled run leaves only whole files.
+``workers`` processes draw the samples (``trainer.pool``; 1 = in this process), with the same output.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from .data import labelme
 from .errors import Cancelled, PriorPathError
-from .fileio import decode_image_file, ensure_writable_dir, find_files, remove_stale_temporaries, write_png
-from .inference import Engine, check_mask
+from .fileio import (atomic_write_bytes, encode_png, ensure_writable_dir, find_files,
+                     remove_stale_temporaries)
+from .inference import MAX_SIDE, MIN_SIDE, Engine, check_mask
 from .jobs import CancelToken, ProgressFn, check, no_progress
+from .pool import ordered_map, resolve_workers, worker_devices
 
-MASK_SUFFIXES = {".png", ".tif", ".tiff", ".bmp", ".json"}
+log = logging.getLogger(__name__)
+MASK_SUFFIXES = {".png", ".tif", ".tiff", ".bmp", ".json", ".geojson"}
 
 
-def read_coarse(path: Union[str, Path], allow_empty: bool = False) -> np.ndarray:
-    """A coarse mask file (binary PNG/TIFF/BMP, or Labelme JSON) as HxW uint8 0/255, or a clear error.
+def read_coarse(path: Union[str, Path], allow_empty: bool = False, geojson_scale: float = 1.0,
+                quiet: bool = False) -> np.ndarray:
+    """A coarse mask file (PNG/TIFF/BMP, Labelme JSON or QuPath GeoJSON) as HxW uint8 0/255, or a clear error.
 
-    ``allow_empty``: an all-air mask is fine (a fine mask of glass only still makes an RGB tile)."""
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        mask = labelme.read_labelme(path)
-    else:
-        image = decode_image_file(path)
-        if image.ndim == 3:
-            colour = image[..., :3]
-            if not (colour == colour[..., :1]).all():
-                raise PriorPathError(f"{path}: a colour image, not a mask (a coarse mask is black air and white "
-                                     f"tissue)")
-            image = colour[..., 0]
-        mask = check_mask(image, str(path))
+    The app's rule (``trainer.data.mask_files``): grey is thresholded at 127, with a warning unless ``quiet``;
+    colour is refused. ``allow_empty``: an all-air mask is fine (a fine mask of glass still makes an RGB tile).
+    ``geojson_scale``: GeoJSON coordinates are divided by it (a slide's annotations -> a sketch)."""
+    from .data.mask_files import read_mask_file
+
+    read = read_mask_file(path, min_side=MIN_SIDE, max_side=MAX_SIDE, geojson_scale=geojson_scale)
+    if read.thresholded and not quiet:
+        log.warning("%s", read.notice(path))
+    mask = check_mask(read.mask, str(path))
     if not mask.any() and not allow_empty:
         raise PriorPathError(f"{path}: the mask is empty (no tissue); draw some tissue first")
     return mask
@@ -48,13 +50,39 @@ class GenerateResult:
     rgb_dir: Optional[Path]
 
 
+class GenerateJob:
+    """One (input file, variation): read, drawn and PNG-encoded; pickles without its engine (``trainer.pool``)."""
+
+    def __init__(self, engine: Engine, from_fine: bool, seed: int, cancel: Optional[CancelToken] = None):
+        self.spec, self.engine, self.cancel = engine.spec(), engine, cancel
+        self.from_fine, self.seed = from_fine, seed
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "engine": None, "cancel": None}  # a worker is stopped, not cancelled
+
+    def start(self, device: Optional[str]) -> None:
+        self.engine = Engine.from_spec(self.spec, device)
+
+    def __call__(self, item: tuple[str, int, str]) -> tuple[str, Optional[bytes], Optional[bytes]]:
+        """(path, k, stem) -> (stem, fine PNG or None when the input was a fine mask, RGB PNG or None)."""
+        path, k, stem = item
+        mask = read_coarse(path, allow_empty=self.from_fine, quiet=True)
+        if self.from_fine:
+            fine, rgb = None, self.engine.rgb(mask, self.seed + k, cancel=self.cancel)
+        else:
+            fine, rgb = self.engine.generate(mask, self.seed + k, cancel=self.cancel)
+        return stem, *(encode_png(v) if v is not None else None for v in (fine, rgb))
+
+
 def generate_files(inputs: Iterable[Union[str, Path]], out: Union[str, Path], engine: Engine, seed: int = 0,
                    variations: int = 1, progress: ProgressFn = no_progress,
-                   cancel: Optional[CancelToken] = None, stage: str = "fine") -> GenerateResult:
+                   cancel: Optional[CancelToken] = None, stage: str = "fine",
+                   workers: Union[int, str] = 1) -> GenerateResult:
     """Fine masks (and RGB tiles when the engine has an RGB model) for every coarse mask in ``inputs``.
 
     With ``variations`` K > 1 each input gives K samples ``<stem>_v0`` ... with seeds seed ... seed+K-1.
     ``stage="rgb"``: the inputs are fine masks; only RGB tiles are drawn (``fine_dir`` is None).
+    ``workers``: processes drawing samples ("auto": see ``trainer.pool``).
     """
     if stage not in ("fine", "rgb"):
         raise ValueError(stage)
@@ -85,19 +113,17 @@ def generate_files(inputs: Iterable[Union[str, Path]], out: Union[str, Path], en
             ensure_writable_dir(d)
             remove_stale_temporaries(d)
     total, done = len(paths) * variations, 0
+    items = ((str(p), k, p.stem if variations == 1 else f"{p.stem}_v{k}") for p in paths for k in range(variations))
+    n = resolve_workers(workers, engine.device.type, items=total)
+    samples = ordered_map(GenerateJob(engine, from_fine, seed, cancel), items, n, cancel,
+                          worker_devices(str(engine.device), n))
     try:
-        for p in paths:
-            mask = read_coarse(p, allow_empty=from_fine)
-            for k in range(variations):
-                check(cancel)
-                stem = p.stem if variations == 1 else f"{p.stem}_v{k}"
-                if from_fine:
-                    fine, rgb = mask, engine.rgb(mask, seed + k, cancel=cancel)
-                else:
-                    fine, rgb = engine.generate(mask, seed + k, cancel=cancel)
-                    write_png(fine_dir / f"{stem}.png", fine)
-                if rgb_dir is not None and rgb is not None:
-                    write_png(rgb_dir / f"{stem}.png", rgb)
+        with contextlib.closing(samples):  # leaving early (an error) stops the workers at once
+            for stem, fine_png, rgb_png in samples:
+                if fine_png is not None:
+                    atomic_write_bytes(fine_dir / f"{stem}.png", fine_png)
+                if rgb_dir is not None and rgb_png is not None:
+                    atomic_write_bytes(rgb_dir / f"{stem}.png", rgb_png)
                 done += 1
                 progress(done, total, stem)
     except Cancelled:

@@ -8,7 +8,9 @@ linear ramp and cropped back. Fine masks come out binary (0/255, uint8), RGB til
 
 Each call takes a seed: the same seed gives the same output, another seed another plausible one (the
 models' noise: dropout or noise maps in pix2pix, the example choice in analogy). One engine may be shared
-by threads; calls are serialised by a lock because seeding touches torch's global RNG.
+by threads; calls are serialised by a lock because seeding touches torch's global RNG. ``Engine.spec()``
+describes an engine in a picklable form, so a worker process can build the same engine
+(``Engine.from_spec``) for bulk generation (``trainer.pool``).
 """
 from __future__ import annotations
 
@@ -113,6 +115,23 @@ def check_mask(mask: np.ndarray, what: str) -> np.ndarray:
     return np.where(mask > 0, 255, 0).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine was built from, picklable: a worker process rebuilds the same engine from it."""
+
+    mask_model: str  # a checkpoint path, or "none"
+    rgb_model: str
+    device: str  # "cpu", "cuda:0", "mps"
+    half: bool
+    tile: str
+    style: Optional[tuple[str, ...]]  # style reference paths, as given
+    style_groups: Optional[tuple[str, ...]]
+    rgb_options: Optional[dict]
+    #: the SHA-256 prefixes of both models and of the style reference: a rebuilt engine must match them,
+    #: or a file changed on disk and the worker's samples would differ from the parent's
+    shas: tuple[Optional[str], Optional[str], Optional[str]]
+
+
 class Engine:
     """Coarse -> fine -> RGB with loaded models; see the module docstring."""
 
@@ -122,16 +141,19 @@ class Engine:
                  rgb_options: Optional[dict] = None):
         """``mask_model``/``rgb_model``: checkpoint paths, None for the default, "none" for no model.
         ``half``: fp16 autocast (default: on CUDA). ``tile``: "auto", "always" or "never".
-        ``style``: a stain reference (see ``set_style``). ``rgb_options``: override the RGB model's options."""
+        ``style``: a stain reference (see ``set_style``). ``rgb_options``: override the RGB model's options.
+        ``device`` may name a GPU, "cuda:1" (a worker process per GPU)."""
         if tile not in ("auto", "always", "never"):
             raise PriorPathError(f"tile must be auto, always or never, got {tile!r}")
-        self.device = pick_device(device)
+        self.device = _pick_device(device)
         self.half = (self.device.type == "cuda") if half is None else bool(half)
         self.tile = tile
         self._lock = threading.Lock()
         self._normaliser = None  # stain normalisation to the style reference, for neural RGB models
         self.style: Optional[str] = None  # what the style reference is, in words
         self.style_sha: Optional[str] = None
+        self._style_given: tuple[Optional[tuple[str, ...]], Optional[tuple[str, ...]]] = (None, None)
+        self._rgb_options = dict(rgb_options) if rgb_options else None
         self.mask = self._load(mask_model, "mask")
         self.rgb_model = self._load(rgb_model, "rgb", rgb_options)
         if style:
@@ -165,6 +187,7 @@ class Engine:
         if not paths:
             with self._lock:
                 self._normaliser, self.style, self.style_sha = None, None, None
+                self._style_given = (None, None)
                 if self.rgb_model.name == "quilt":
                     self.rgb_model.module.set_style(None)
             return
@@ -188,6 +211,29 @@ class Engine:
             self.style = f"{len(tiles)} reference image{'s' * (len(tiles) != 1)} ({Path(paths[0]).name}" + \
                 (f" and {len(paths) - 1} more)" if len(paths) > 1 else ")")
             self.style_sha = digest.hexdigest()[:16]  # names the reference in export manifests
+            self._style_given = (tuple(str(p) for p in paths), tuple(groups) if groups is not None else None)
+
+    def spec(self) -> EngineSpec:
+        """This engine as a picklable description (see ``from_spec``)."""
+        style, groups = self._style_given
+        return EngineSpec(str(self.mask.path) if self.mask else "none",
+                          str(self.rgb_model.path) if self.rgb_model else "none", str(self.device), self.half,
+                          self.tile, style, groups, self._rgb_options,
+                          (self.mask.sha if self.mask else None, self.rgb_model.sha if self.rgb_model else None,
+                           self.style_sha))
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec, device: Optional[str] = None) -> "Engine":
+        """The engine ``spec`` describes (on ``device`` when given), refused if a file changed since."""
+        engine = cls(spec.mask_model, spec.rgb_model, device=device or spec.device, half=spec.half, tile=spec.tile,
+                     style=spec.style, style_groups=spec.style_groups, rgb_options=spec.rgb_options)
+        now = (engine.mask.sha if engine.mask else None, engine.rgb_model.sha if engine.rgb_model else None,
+               engine.style_sha)
+        for what, before, after in zip(("mask model " + spec.mask_model, "RGB model " + spec.rgb_model,
+                                        "style reference"), spec.shas, now):
+            if before != after:
+                raise PriorPathError(f"the {what} changed on disk while the run was starting; rerun the command")
+        return engine
 
     def style_groups(self) -> list[str]:
         """The slides an example-based RGB model can copy a tile's stain from (empty for neural models)."""
@@ -309,6 +355,16 @@ class Engine:
         with torch.random.fork_rng(devices=devices, device_type="cuda"):
             torch.manual_seed(int(seed))
             yield
+
+
+def _pick_device(name: str) -> torch.device:
+    """``pick_device`` that also takes "cuda:N" (N wraps around the GPUs there are)."""
+    base, sep, index = str(name).partition(":")
+    if not sep:
+        return pick_device(base)
+    if base != "cuda" or not index.isdigit():
+        raise PriorPathError(f"unknown device '{name}' (choose auto, cpu, cuda, cuda:N or mps)")
+    return pick_device(base, int(index))
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

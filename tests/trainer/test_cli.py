@@ -14,7 +14,7 @@ from trainer.cli import main
 from ..conftest import SAMPLE
 
 
-@pytest.mark.parametrize("command", ["prepare", "augment-sketches", "import-labelme"])
+@pytest.mark.parametrize("command", ["prepare", "augment-sketches", "import-labelme", "export", "merge-exports"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

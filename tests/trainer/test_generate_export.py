@@ -54,11 +54,36 @@ def test_generate_writes_fine_and_rgb_at_the_input_size(engine, tmp_path):
 def test_generate_checks_every_input_before_writing(engine, tmp_path):
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "a.png"), read_png(SKETCHES / "sketch_01.png"))
-    grey = cv2.GaussianBlur(read_png(SKETCHES / "sketch_02.png"), (9, 9), 3)
-    cv2.imwrite(str(tmp_path / "in" / "z_blurred.png"), grey)
-    with pytest.raises(PriorPathError, match="z_blurred.png: not a binary mask"):
+    colour = cv2.cvtColor(read_png(SKETCHES / "sketch_02.png"), cv2.COLOR_GRAY2BGR)
+    colour[..., 0] //= 2
+    cv2.imwrite(str(tmp_path / "in" / "z_colour.png"), colour)
+    with pytest.raises(PriorPathError, match="z_colour.png: is a colour image"):
         generate_files([tmp_path / "in"], tmp_path / "out", engine)
     assert not (tmp_path / "out" / "fine").exists() or not list((tmp_path / "out" / "fine").iterdir())
+
+
+def test_generate_thresholds_a_grey_mask_as_the_app_does_and_says_so(engine, tmp_path, caplog):
+    (tmp_path / "in").mkdir()
+    grey = cv2.GaussianBlur(read_png(SKETCHES / "sketch_02.png"), (9, 9), 3)
+    cv2.imwrite(str(tmp_path / "in" / "blurred.png"), grey)
+    cv2.imwrite(str(tmp_path / "in" / "binary.png"), np.where(grey > 127, 255, 0).astype(np.uint8))
+    with caplog.at_level("WARNING"):
+        generate_files([tmp_path / "in"], tmp_path / "out", engine, seed=4)
+    assert sum("blurred.png" in r.getMessage() for r in caplog.records) == 1  # said once, not per read
+    assert "thresholded at 127" in caplog.text and "binary.png" not in caplog.text
+    fine = tmp_path / "out" / "fine"
+    assert np.array_equal(read_png(fine / "blurred.png"), read_png(fine / "binary.png"))
+
+
+def test_generate_reads_qupath_geojson_annotations(engine, tmp_path):
+    from trainer.geojson import write_annotations
+
+    sketch = read_png(SKETCHES / "sketch_01.png")
+    write_annotations(tmp_path / "slide.geojson", sketch)
+    assert np.array_equal(read_coarse(tmp_path / "slide.geojson"), np.where(sketch > 127, 255, 0))
+    write_annotations(tmp_path / "big.json", sketch, scale=4)  # a slide's level-0 pixels, in a .json file
+    small = read_coarse(tmp_path / "big.json", geojson_scale=4)
+    assert small.shape == sketch.shape and (small == np.where(sketch > 127, 255, 0)).mean() > 0.995
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -117,20 +142,41 @@ def test_export_without_augmentation_uses_the_sketches_as_they_are(engine, tmp_p
     assert np.array_equal(first, read_png(SKETCHES / "sketch_01.png"))
 
 
-def _export_cli(engine_models, out: Path, count: int) -> list[str]:
+def _export_cli(engine_models, out: Path, count: int, workers: str = "1") -> list[str]:
     return [sys.executable, "-m", "trainer.cli", "export", "--sketches", str(SKETCHES), "--count", str(count),
             "--out", str(out), "--mask-model", str(engine_models["pix2pix"]), "--rgb-model",
             str(engine_models["pix2pixhd"]), "--size", "128x256", "--seed", "3", "--device", "cpu",
-            "--no-progress"]
+            "--no-progress", "--workers", workers]
 
 
-def test_export_after_kill_9_completes_the_same_dataset(engine_models, tmp_path):
+def _live_children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` and that still run (Linux /proc; zombies count as gone)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _still_running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_export_after_kill_9_completes_the_same_dataset(engine_models, tmp_path, workers):
     count = 30
     subprocess.run(_export_cli(engine_models, tmp_path / "straight", count), check=True, cwd=REPO,
                    capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_export_cli(engine_models, killed, count), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_export_cli(engine_models, killed, count, workers), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -138,11 +184,18 @@ def test_export_after_kill_9_completes_the_same_dataset(engine_models, tmp_path)
         if m.is_file() and m.read_text().count("\n") >= 4:  # header + 3 samples
             break
         time.sleep(0.01)
+    children = _live_children(proc.pid) if sys.platform.startswith("linux") else []
+    assert workers == "1" or not sys.platform.startswith("linux") or len(children) >= 2, children
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL  # it was stopped mid-way, not after finishing
     assert len(manifest(killed)) < count
-    r = subprocess.run(_export_cli(engine_models, killed, count), cwd=REPO, capture_output=True, text=True)
+    deadline = time.monotonic() + 30
+    while any(map(_still_running, children)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_still_running, children)), "worker processes outlived their killed parent"
+    r = subprocess.run(_export_cli(engine_models, killed, count, workers), cwd=REPO, capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     assert manifest(killed) == manifest(tmp_path / "straight")
     for kind in ("coarse", "fine", "rgb"):
