@@ -457,8 +457,10 @@ class ExportDialog(QDialog):
         before = result.count - result.generated
         self._last_out = result.out
         self.open_button.setEnabled(True)
+        skipped = getattr(result, "skipped", [])
         self._set_status(f"done: {result.count} samples in {result.out} ({result.generated} made now"
-                         + (f", {before} were already there)" if before else ")"))
+                         + (f", {before} were already there)" if before else ")")
+                         + (f"\n{len(skipped)} sketch file(s) skipped:\n" + "\n".join(skipped) if skipped else ""))
         self.exportFinished.emit(result)
         self._close_if_asked()
 

@@ -30,6 +30,7 @@ from .folders import MASKS, MODELS, STYLE, UNDERLAYS, FolderMemory
 from .generation_view import GenerationView
 from .messages import show_error, show_info
 from .preferences import APP_NAME, Preferences, config_dir
+from .slide_dialog import SlideDialog
 from .tool_panel import ToolPanel
 from .training_panel import TrainingPanel
 from .workers import Job
@@ -153,6 +154,8 @@ class MainWindow(QMainWindow):
         file.addSeparator()
         self._action(file, "Load &underlay image…", self.underlay_dialog)
         self._action(file, "&Export synthetic dataset…", self.export_dialog, "Ctrl+E")
+        self._action(file, "Export as s&lide…", self.slide_dialog,
+                     tip="generate the sketch at N times its size into a pyramidal TIFF that QuPath opens")
         file.addSeparator()
         self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -557,6 +560,20 @@ class MainWindow(QMainWindow):
         dialog.finished.connect(lambda _: self._settings().setValue("export", json.dumps(dialog.settings())))
         dialog.open()
         return dialog
+
+    def slide_dialog(self) -> SlideDialog:
+        """One dialog for the window's life: a slide still generating keeps running when it is closed."""
+        dialog = getattr(self, "_slide", None)
+        if dialog is not None and dialog.is_running():
+            dialog.show()
+            dialog.raise_()
+            return dialog
+        if dialog is not None:
+            dialog.deleteLater()
+        self._slide = SlideDialog(lambda: self.generation.engine, np.array(self.document.mask, copy=True),
+                                  self.generation.sketch_name(), self, folders=self.folders)
+        self._slide.show()
+        return self._slide
 
     def show_about(self) -> QMessageBox:
         models = getattr(self, "models_in_use", None) or {"mask": "loading…", "rgb": "loading…"}

@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--sketches", required=True, nargs="+", type=Path, metavar="DIR|FILE",
                    help="sketches: mask images or Labelme JSON, or folders of them")
     x.add_argument("--count", required=True, type=int, metavar="N", help="number of samples")
+    x.add_argument("--stop-at-bad-sketch", action="store_true",
+                   help="stop at the first unreadable sketch file (default: skip them all and list them)")
     x.add_argument("--out", required=True, type=Path, help="output folder")
     x.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="augment the sketches (default) or use them as they are")
@@ -475,9 +477,12 @@ def _cmd_export(args) -> int:
         result = _with_cancel(lambda cancel: export_dataset(args.sketches, args.out, args.count, engine,
                                                             augment=args.augment, seed=args.seed, size=args.size,
                                                             progress=bar, cancel=cancel, workers=args.workers,
-                                                            shard=args.shard))
+                                                            shard=args.shard,
+                                                            stop_at_bad_sketch=args.stop_at_bad_sketch))
     finally:
         bar.close()
+    for line in result.skipped:
+        print(f"skipped: {line}")
     print(f"{result.count} samples in {result.out} ({result.generated} made now, in "
           f"{time.perf_counter() - start:.0f} s)")
     return 0

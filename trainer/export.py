@@ -25,13 +25,13 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from .data.sketches import augment_sketch, find_sketches, fit_to_size, load_sketch
+from .data.sketches import augment_sketch, find_sketches, read_sketch_set
 from .errors import Cancelled, PriorPathError
 from .fileio import (atomic_write_bytes, atomic_write_text, describe_os_error, encode_png, ensure_writable_dir,
                      remove_stale_temporaries)
@@ -49,6 +49,7 @@ class ExportResult:
     count: int  # samples present
     generated: int  # samples made by this run (the rest were already done)
     out: Path
+    skipped: list[str] = field(default_factory=list)  # sketch files left out, each with the reason
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -91,8 +92,12 @@ class ExportJob:
 def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Path], count: int, engine: Engine,
                    augment: bool = True, seed: int = 0, size: Optional[tuple[int, int]] = None,
                    progress: ProgressFn = no_progress, cancel: Optional[CancelToken] = None,
-                   workers: Union[int, str] = 1, shard: Optional[tuple[int, int]] = None) -> ExportResult:
-    """``workers``: processes making samples ("auto": see ``trainer.pool``); ``shard``: (K, N), see above."""
+                   workers: Union[int, str] = 1, shard: Optional[tuple[int, int]] = None,
+                   stop_at_bad_sketch: bool = False) -> ExportResult:
+    """``workers``: processes making samples ("auto": see ``trainer.pool``); ``shard``: (K, N), see above.
+
+    Unreadable sketch files are skipped and listed in ``ExportResult.skipped`` (``stop_at_bad_sketch``: the
+    first one stops the export before anything is written)."""
     out = Path(out)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PriorPathError(f"--count must be a positive integer, got {count!r}")
@@ -108,7 +113,8 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
     paths = find_sketches(given, exclude=out)
     if not paths:
         raise PriorPathError(f"no sketches in {', '.join(map(str, given)) or '(nothing given)'}")
-    sketches = [fit_to_size(load_sketch(p), size) for p in paths]  # every sketch checked before any write
+    read = read_sketch_set(paths, size, stop_at_bad_sketch)  # every sketch checked before any write
+    paths, sketches = read.paths, read.masks
     sources = [str(p.resolve()) for p in paths]
     mask_hash = engine.mask.sha
     rgb_hash = engine.rgb_model.sha if engine.rgb_model is not None else "none"
@@ -163,7 +169,7 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
     finally:
         manifest.close()
     _rewrite_manifest(out, done)  # sorted, and without the half line a killed run may have left
-    return ExportResult(sum(1 for s in done if sample_index(s) < count), generated, out)
+    return ExportResult(sum(1 for s in done if sample_index(s) < count), generated, out, read.skipped)
 
 
 def sample_index(stem: str) -> int:

@@ -242,3 +242,14 @@ def test_a_cluster_or_a_slide_becomes_the_stain_style(qtbot, window):
         browser.style_slide_button.click()
     slide = stem.rsplit("_x", 1)[0]
     assert asked.args[0] and all(Path(p).name.startswith(slide + "_x") for p in asked.args[0])
+
+
+def test_export_as_slide_opens_on_the_sketch_and_keeps_one_dialog(qtbot, window):
+    pen_sketch(window)
+    action = next(a for a in window.menuBar().actions()[0].menu().actions() if "slide" in a.text().replace("&", ""))
+    action.trigger()
+    dialog = window._slide
+    assert dialog.isVisible() and np.array_equal(dialog.sketch, window.document.mask)
+    assert dialog.out_edit.text().endswith(".tif")
+    window.slide_dialog()
+    assert window._slide is not dialog  # not running: a fresh dialog on the current sketch

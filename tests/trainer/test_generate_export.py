@@ -226,3 +226,53 @@ def test_generate_cli_runs_on_the_shipped_default_models(tmp_path):
     tissue, air = fine > 0, fine == 0
     # H&E: tissue is stained (darker, pinker) where the fine mask says tissue, near-white where it says air
     assert rgb[tissue].mean() < rgb[air].mean() - 20
+
+
+def test_export_skips_every_unreadable_sketch_and_says_which_or_stops_at_the_first(engine, tmp_path):
+    sketches = tmp_path / "sketches"
+    sketches.mkdir()
+    cv2.imwrite(str(sketches / "a.png"), read_png(SKETCHES / "sketch_01.png"))
+    (sketches / "broken.png").write_bytes(b"not a png")
+    cv2.imwrite(str(sketches / "empty.png"), np.zeros((64, 128), np.uint8))
+    result = export_dataset([sketches], tmp_path / "out", 2, engine, size=(64, 128))
+    assert result.count == 2 and len(result.skipped) == 2
+    assert any("broken.png" in s for s in result.skipped) and any("empty.png" in s for s in result.skipped)
+    sources = {row["source"] for row in csv.DictReader(open(tmp_path / "out" / "manifest.csv"))}
+    assert sources == {str((sketches / "a.png").resolve())}
+    with pytest.raises(PriorPathError, match="broken.png"):
+        export_dataset([sketches], tmp_path / "out2", 2, engine, size=(64, 128), stop_at_bad_sketch=True)
+    assert not (tmp_path / "out2" / "manifest.csv").exists()
+    (sketches / "a.png").unlink()
+    with pytest.raises(PriorPathError, match="none of the 2 sketch files") as err:
+        export_dataset([sketches], tmp_path / "out3", 2, engine, size=(64, 128))
+    assert "broken.png" in str(err.value) and "empty.png" in str(err.value)
+
+
+def test_a_labelme_annotation_and_the_image_it_was_drawn_on_count_once(tmp_path):
+    from trainer.data.sketches import read_sketch_set
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "slide.png"), read_png(SKETCHES / "sketch_01.png"))
+    (folder / "slide.json").write_text(json.dumps({
+        "imagePath": "slide.png", "imageHeight": 256, "imageWidth": 512,
+        "shapes": [{"label": "tissue", "shape_type": "polygon", "points": [[10, 10], [400, 20], [300, 200]]}]}))
+    found = read_sketch_set(sorted(folder.iterdir()))
+    assert [p.name for p in found.paths] == ["slide.json"]
+    assert len(found.skipped) == 1 and "slide.png" in found.skipped[0] and "annotation" in found.skipped[0]
+
+
+def test_cli_export_lists_the_skipped_sketches(tmp_path):
+    sketches = tmp_path / "sketches"
+    sketches.mkdir()
+    cv2.imwrite(str(sketches / "a.png"), read_png(SKETCHES / "sketch_01.png"))
+    (sketches / "broken.png").write_bytes(b"not a png")
+    cmd = [sys.executable, "-m", "trainer.cli", "export", "--sketches", str(sketches), "--count", "1", "--size",
+           "64x128", "--device", "cpu", "--workers", "1", "--no-progress"]
+    ok = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                        cwd=Path(__file__).resolve().parents[2])
+    assert ok.returncode == 0, ok.stderr
+    assert "skipped: " in ok.stdout and "broken.png" in ok.stdout
+    stop = subprocess.run([*cmd, "--out", str(tmp_path / "out2"), "--stop-at-bad-sketch"], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert stop.returncode == 1 and "broken.png" in stop.stderr and "Traceback" not in stop.stderr

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -74,6 +75,62 @@ def load_sketch(path: Union[str, Path], allow_empty: bool = False) -> np.ndarray
     if not allow_empty and not mask.any():
         raise PriorPathError(f"{path}: sketch has no tissue (nothing brighter than grey 127)")
     return mask
+
+
+@dataclass
+class SketchSet:
+    """The sketches that could be read, and a line for every file that was left out and why."""
+
+    paths: list[Path]
+    masks: list[np.ndarray]
+    skipped: list[str]
+
+
+def read_sketch_set(paths: Iterable[Union[str, Path]], size: Optional[tuple[int, int]] = None,
+                    stop_at_first: bool = False) -> SketchSet:
+    """Every readable sketch among ``paths`` (fitted to ``size`` when given), checked before any work starts.
+
+    An unreadable or empty file is skipped and reported, all of them, not only the first; with
+    ``stop_at_first`` the first one stops the run instead. An image that a Labelme JSON among ``paths`` was
+    drawn on is left out: the annotation is the sketch, and counting both would draw the same sketch twice.
+    """
+    paths = [Path(p) for p in paths]
+    drawn_on = _labelme_images(paths)
+    kept, masks, skipped = [], [], []
+    for path in paths:
+        annotation = drawn_on.get(path.resolve())
+        if annotation is not None:
+            skipped.append(f"{path}: the image {annotation.name} was drawn on; its annotation is the sketch")
+            continue
+        try:
+            mask = load_sketch(path)
+        except PriorPathError as exc:
+            if stop_at_first:
+                raise
+            skipped.append(str(exc))
+            continue
+        kept.append(path)
+        masks.append(fit_to_size(mask, size) if size else mask)
+    if not kept:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        raise PriorPathError(f"none of the {len(paths)} sketch files could be used: {shown}")
+    return SketchSet(kept, masks, skipped)
+
+
+def _labelme_images(paths: list[Path]) -> dict[Path, Path]:
+    """The images (resolved) that Labelme JSON files among ``paths`` name as drawn on, by the JSON file."""
+    drawn_on = {}
+    for path in paths:
+        if path.suffix.lower() != ".json":
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # the reader reports it when it is read as a sketch
+        image = data.get("imagePath") if isinstance(data, dict) and "shapes" in data else None
+        if isinstance(image, str) and image:
+            drawn_on[(path.parent / image).resolve()] = path
+    return drawn_on
 
 
 def fit_to_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
