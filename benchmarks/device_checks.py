@@ -89,6 +89,7 @@ def all_checks(report, s: Settings, device: torch.device, train_dir: Path, held_
         ("ddp", 40 if gpu else 10, lambda: ddp_run(report, s, device, train_dir, work)),
         ("inference benchmark", 60 if gpu else 10, lambda: inference_benchmark(report, s, device, work)),
         ("train_step benchmark", 120 if gpu else 10, lambda: train_step_benchmark(report, s, device, work)),
+        ("export throughput", 90 if gpu else 30, lambda: export_throughput(report, s, work)),
     ]
 
 
@@ -285,3 +286,19 @@ def train_step_benchmark(report, s: Settings, device: torch.device, work: Path) 
         failed = [line for line in text.splitlines() if "failed" in line]
         report.check(f"train_step benchmark {sizes}", not failed, f"{models}: " + ("; ".join(failed) or "measured"))
     report.data["seconds_per_step"] = rows
+
+
+def export_throughput(report, s: Settings, work: Path) -> None:
+    """``benchmarks/export_throughput.py``: one process against ``--workers auto`` with the shipped defaults
+    (example-based: their workers go by CPU cores on a GPU machine too)."""
+    results = work / "export_throughput.md"
+    counts, rss = ("8,4", "4,8") if s.smoke else ("256,128", "64,192")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "export_throughput.py"), "--counts", counts, "--rss-counts",
+           rss, "--repeats", "1" if s.smoke else "3", "--out", str(results)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    if r.returncode or not results.is_file():
+        report.check("export throughput", False, f"exited {r.returncode}: {r.stderr.strip()[-300:]}")
+        return
+    report.section("Export throughput (export_throughput.py)", results.read_text())
+    report.check("export throughput", "| NO |" not in results.read_text(), "measured; the files are the same bytes "
+                 "for any worker count" if "| NO |" not in results.read_text() else "workers changed the output")

@@ -79,9 +79,9 @@ def train_and_score(report, s, device: torch.device, train_dir: Path, held_dir: 
                      f"{sizes['after'] / 2 ** 20:.0f} MiB", steps=steps, seconds=elapsed)
     masks: dict[str, np.ndarray] = {}
     if "pix2pix" in compact:
-        score_masks(report, compact["pix2pix"], held_dir, device, masks, s.heldout_max, s.real_size)
+        score_masks(report, compact["pix2pix"], held_dir, device, masks, s.heldout_max, s.real_size, s.smoke)
     if "pix2pixhd" in compact:
-        score_rgb(report, compact["pix2pixhd"], held_dir, device, s.heldout_max, s.real_size)
+        score_rgb(report, compact["pix2pixhd"], held_dir, device, s.heldout_max, s.real_size, s.smoke)
     if compact:
         montage(compact, held_dir, device, out / "heldout.jpg", s.real_size)
         bring_back(report, compact, out)
@@ -98,7 +98,8 @@ def read(path: Path, size: tuple[int, int], colour: bool = False) -> np.ndarray:
 
 
 def score_masks(report, ckpt: Path, held: Path, device: torch.device, masks: dict, limit: int,
-                size: tuple[int, int]) -> dict:
+                size: tuple[int, int], smoke: bool) -> dict:
+    """``smoke``: a few steps of a tiny network; the figures are computed but judge nothing (n/a)."""
     engine = Engine(ckpt, "none", device=str(device))
     paths = sorted((held / "coarse").glob("*.png"))[:limit]
     real = [read(held / "fine" / p.name, size) > 0 for p in paths]
@@ -123,7 +124,7 @@ def score_masks(report, ckpt: Path, held: Path, device: torch.device, masks: dic
         f"where the Inception weights are."))
     report.data["heldout_masks"] = {"pix2pix": figures["pix2pix"], "coarse": figures["coarse"], "seed_diff": seeds,
                                     "ms_per_mask": 1000 * per_mask}
-    report.check("held-out pix2pix", figures["pix2pix"]["ks"] <= figures["coarse"]["ks"] + 0.05,
+    report.check("held-out pix2pix", None if smoke else figures["pix2pix"]["ks"] <= figures["coarse"]["ks"] + 0.05,
                  f"KS {figures['pix2pix']['ks']:.3f} (coarse as is {figures['coarse']['ks']:.3f}), "
                  f"seed difference {100 * seeds:.1f} %")
     masks.update({"names": np.array([p.stem for p in paths]), **_packed("real", real), **_packed("coarse", coarse),
@@ -141,7 +142,8 @@ def _packed(name: str, masks: list[np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.packbits(stack, axis=-1), f"{name}_shape": np.array(stack.shape)}
 
 
-def score_rgb(report, ckpt: Path, held: Path, device: torch.device, limit: int, size: tuple[int, int]) -> dict:
+def score_rgb(report, ckpt: Path, held: Path, device: torch.device, limit: int, size: tuple[int, int],
+              smoke: bool) -> dict:
     engine = Engine("none", ckpt, device=str(device))
     paths = sorted((held / "fine").glob("*.png"))[:limit]
     ious, fake_colour, real_colour, started = [], [], [], time.perf_counter()
@@ -167,7 +169,7 @@ def score_rgb(report, ckpt: Path, held: Path, device: torch.device, limit: int, 
                    f"{figures['tissue_rgb_generated']} against real {figures['tissue_rgb_real']}; "
                    f"{figures['ms_per_tile']:.0f} ms per tile.")
     report.data["heldout_rgb"] = figures
-    report.check("held-out pix2pixHD", figures["label_iou_mean"] > 0.5,
+    report.check("held-out pix2pixHD", None if smoke else figures["label_iou_mean"] > 0.5,
                  f"label IoU {figures['label_iou_mean']:.3f}, {figures['ms_per_tile']:.0f} ms per tile")
     return figures
 

@@ -6,7 +6,8 @@ Each measurement runs in its own process: the default models are loaded, then th
 while generating (sampled every 10 ms) above what the process held just before is what the generation added.
 
 - ``slide``: ``generate_slide`` (what ``priorpath generate --slide`` runs) from a sketch 8x smaller than the
-  slide (the bundled sketch, resized), streamed tile by tile into the pyramidal TIFFs;
+  slide (the bundled sketch, resized), streamed tile by tile into the pyramidal TIFFs; then both pyramids
+  are opened with OpenSlide and a region is read at every level;
 - ``whole``: the baseline, the engine's ``generate`` on the whole coarse mask at once (fine mask and RGB
   held in memory), as ``priorpath generate`` does for one large input.
 """
@@ -69,17 +70,41 @@ def measure(mode: str, side: int) -> dict:
                         interpolation=cv2.INTER_NEAREST)
     engine.generate(np.where(sketch[:64, :64] > 127, 255, 0).astype(np.uint8), 0)  # warm-up: lazy indexes
     base = rss_mib()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, RssPeak() as peak:
+    opened: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        with RssPeak() as peak:
+            if mode == "slide":
+                result = generate_slide(sketch, SCALE, Path(tmp) / "s.tif", engine, seed=0)
+                size = result.rgb.stat().st_size + result.mask.stat().st_size
+            else:
+                coarse = np.where(cv2.resize(sketch, (side, side), interpolation=cv2.INTER_LINEAR) > 127, 255, 0)
+                fine, rgb = engine.generate(coarse.astype(np.uint8), 0)
+                size = rgb.nbytes + fine.nbytes
+        seconds = time.perf_counter() - started
         if mode == "slide":
-            result = generate_slide(sketch, SCALE, Path(tmp) / "s.tif", engine, seed=0)
-            size = result.rgb.stat().st_size + result.mask.stat().st_size
-        else:
-            coarse = np.where(cv2.resize(sketch, (side, side), interpolation=cv2.INTER_LINEAR) > 127, 255, 0)
-            fine, rgb = engine.generate(coarse.astype(np.uint8), 0)
-            size = rgb.nbytes + fine.nbytes
-    return {"mode": mode, "side": side, "seconds": time.perf_counter() - started, "peak_mib": peak.peak - base,
-            "output_mb": size / 1e6}
+            opened = read_back(result)  # after the measurement: OpenSlide's cache is not the writer's memory
+    return {"mode": mode, "side": side, "seconds": seconds, "peak_mib": peak.peak - base, "output_mb": size / 1e6,
+            **opened}
+
+
+def read_back(result) -> dict:
+    """Open both pyramids with OpenSlide and read a 256 px region at the centre of every level."""
+    import numpy as np
+    import openslide
+
+    found = {}
+    for name, path in (("rgb", result.rgb), ("mask", result.mask)):
+        slide = openslide.OpenSlide(str(path))
+        w, h = slide.dimensions
+        for level in range(slide.level_count):
+            region = np.asarray(slide.read_region((w // 2, h // 2), level, (256, 256)).convert("RGB"))
+            if region.shape != (256, 256, 3) or np.ptp(region) == 0 and name == "rgb":
+                raise RuntimeError(f"{path.name} level {level}: unreadable or blank")
+        found[f"{name}_levels"] = slide.level_count
+        found[f"{name}_tile"] = slide.properties.get("openslide.level[0].tile-width")
+        slide.close()
+    return found
 
 
 def main() -> None:
@@ -101,14 +126,15 @@ def main() -> None:
             continue
         rows[(mode, side)] = json.loads(r.stdout.strip().splitlines()[-1])
         print(rows[(mode, side)], flush=True)
-    lines = ["| side (px) | megapixels | mode | seconds | s per Mpx | peak RSS added (MiB) | vs whole at this side |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| side (px) | megapixels | mode | seconds | s per Mpx | peak RSS added (MiB) | vs whole at this side | "
+             "OpenSlide: levels (RGB, mask), tile |", "|---|---|---|---|---|---|---|---|"]
     for (mode, side), m in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         whole = rows.get(("whole", side))
         ratio = f"{m['peak_mib'] / whole['peak_mib']:.2f}x" if whole and mode == "slide" else ""
         mpx = side * side / 1e6
+        opened = f"{m['rgb_levels']}, {m['mask_levels']}, {m['rgb_tile']} px" if "rgb_levels" in m else ""
         lines.append(f"| {side} | {mpx:.1f} | {mode} | {m['seconds']:.0f} | {m['seconds'] / mpx:.2f} | "
-                     f"{m['peak_mib']:.0f} | {ratio} |")
+                     f"{m['peak_mib']:.0f} | {ratio} | {opened} |")
     text = "\n".join([
         "# Whole-slide memory and time",
         "",

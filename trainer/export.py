@@ -139,9 +139,9 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
     wanted = range(first, count, step)  # this shard's samples (all of them unsharded)
     present = sum(1 for s in done if sample_index(s) < count)
     todo = (i for i in wanted if _stem(i) not in done)  # lazy: no list of N indices
-    n = resolve_workers(workers, engine.device.type, items=len(wanted) - present)
+    n = resolve_workers(workers, engine.compute_device.split(":")[0], items=len(wanted) - present)
     job = ExportJob(engine, sketches, seed, augment, size, cancel)
-    samples = ordered_map(job, todo, n, cancel, worker_devices(str(engine.device), n))
+    samples = ordered_map(job, todo, n, cancel, worker_devices(engine.compute_device, n))
     manifest = open(out / "manifest.csv", "a", newline="", encoding="utf-8")
     try:
         writer = csv.DictWriter(manifest, fieldnames=MANIFEST_FIELDS, lineterminator="\n")

@@ -114,9 +114,9 @@ def generate_files(inputs: Iterable[Union[str, Path]], out: Union[str, Path], en
             remove_stale_temporaries(d)
     total, done = len(paths) * variations, 0
     items = ((str(p), k, p.stem if variations == 1 else f"{p.stem}_v{k}") for p in paths for k in range(variations))
-    n = resolve_workers(workers, engine.device.type, items=total)
+    n = resolve_workers(workers, engine.compute_device.split(":")[0], items=total)
     samples = ordered_map(GenerateJob(engine, from_fine, seed, cancel), items, n, cancel,
-                          worker_devices(str(engine.device), n))
+                          worker_devices(engine.compute_device, n))
     try:
         with contextlib.closing(samples):  # leaving early (an error) stops the workers at once
             for stem, fine_png, rgb_png in samples:

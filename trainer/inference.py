@@ -235,6 +235,15 @@ class Engine:
                 raise PriorPathError(f"the {what} changed on disk while the run was starting; rerun the command")
         return engine
 
+    @property
+    def compute_device(self) -> str:
+        """Where the work runs: the device (e.g. "cuda:0"), or "cpu" when every loaded model is example-based
+        (numpy on the CPU whatever the device), so bulk jobs size their workers by cores, not by GPUs."""
+        models = [m for m in (self.mask, self.rgb_model) if m is not None]
+        if models and all(m.name in EXAMPLE_BASED for m in models):
+            return "cpu"
+        return str(self.device)
+
     def style_groups(self) -> list[str]:
         """The slides an example-based RGB model can copy a tile's stain from (empty for neural models)."""
         if self.rgb_model is None or self.rgb_model.name != "quilt":

@@ -93,7 +93,10 @@ def _auto_workers(device_type: str) -> int:
 
 
 def worker_devices(device: str, workers: int) -> list[Optional[str]]:
-    """The device each worker builds its engine on: GPUs dealt out in turn, otherwise the parent's."""
+    """The device each worker builds its engine on: GPUs dealt out in turn; "cpu" when asked (a GPU engine whose
+    models all run on the CPU); otherwise the parent's."""
+    if device == "cpu":
+        return ["cpu"] * workers
     if not device.startswith("cuda"):
         return [None] * workers
     import torch

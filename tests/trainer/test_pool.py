@@ -103,3 +103,17 @@ def test_auto_is_one_per_core_on_the_cpu_and_in_process_on_one_gpu():
     assert resolve_workers("auto", "mps") == 1
     assert resolve_workers(5, "cpu") == 5 and resolve_workers(5, "cpu", items=2) == 2
     assert resolve_workers(5, "cpu", items=0) == 1
+
+
+def test_bulk_jobs_count_cpu_cores_when_no_model_needs_the_gpu(engine_models):
+    """On a GPU machine the example-based defaults still run on the CPU: workers go by cores, not by GPUs."""
+    import torch
+
+    from trainer.inference import Engine
+
+    example_based = Engine(device="cpu")  # the shipped defaults: analogy and quilt
+    example_based.device = torch.device("cuda", 0)  # as if on a GPU machine (the models never move there)
+    assert example_based.compute_device == "cpu"
+    neural = Engine(None, engine_models["pix2pixhd"], device="cpu")
+    neural.device = torch.device("cuda", 0)
+    assert neural.compute_device == "cuda:0"
