@@ -35,7 +35,8 @@ DEFAULT_UNDO_DEPTH = 200
 #: Undo history is also capped in bytes: inverting a 20000x20000 mask is a 100 MB step (one bit per pixel,
 #: before and after), so 200 of them would not fit in memory. The newest step is always kept.
 UNDO_BUDGET_BYTES = 512 * 1024 * 1024
-OPEN_SUFFIXES = IMAGE_SUFFIXES | {".json"}
+OPEN_SUFFIXES = IMAGE_SUFFIXES | {".json", ".geojson"}
+GEOJSON_CANVAS_SIDE = 4096  # QuPath annotations of a whole slide open scaled down to at most this a side
 _TILE = 64
 _SHIFT = 4  # fixed-point bits for OpenCV drawing: centres and radii kept to 1/16 pixel
 
@@ -188,10 +189,15 @@ class MaskDocument:
         if suffix not in OPEN_SUFFIXES:
             raise PriorPathError(f"{path}: cannot open '{suffix or 'no extension'}' files as masks "
                                  f"(expected {', '.join(sorted(OPEN_SUFFIXES))})")
-        read = read_mask_file(path, min_side=MIN_SIDE, max_side=MAX_SIDE)  # an all-air mask saved earlier reopens
+        scale = _annotation_scale(path)
+        read = read_mask_file(path, min_side=MIN_SIDE, max_side=MAX_SIDE,  # an all-air mask saved earlier reopens
+                              geojson_scale=scale)
         check_size(*read.mask.shape, what=str(path))
         doc = cls.from_array(read.mask, path, undo_depth)
         doc.open_notice = read.notice(path.name)
+        if scale > 1:
+            doc.open_notice = (f"{path.name}: QuPath annotations drawn at 1/{scale} of their slide's size; "
+                               f"Export as slide with scale {scale} generates them at full size")
         return doc
 
     def save_png(self, path: Optional[Union[str, Path]] = None) -> Path:
@@ -491,6 +497,22 @@ def _bbox(on: np.ndarray) -> Optional[Rect]:
     return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
 
 
+def _annotation_scale(path: Path) -> int:
+    """1 for a mask image or Labelme file; for QuPath GeoJSON (in slide pixels) the factor that fits the canvas."""
+    if path.suffix.lower() not in (".json", ".geojson"):
+        return 1
+    from trainer.geojson import fitting_scale, is_geojson
+
+    try:
+        import json
+
+        if path.suffix.lower() == ".json" and not is_geojson(json.loads(path.read_text(encoding="utf-8"))):
+            return 1
+        return fitting_scale(path, GEOJSON_CANVAS_SIDE)
+    except (OSError, UnicodeDecodeError, ValueError, PriorPathError):
+        return 1  # the reader says what is wrong with the file
+
+
 def read_image(path: Union[str, Path]) -> np.ndarray:
     """Any image as HxWx3 uint8 RGB (for an underlay to trace over); errors name the file."""
     return cv2.cvtColor(decode_image_file(Path(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -499,4 +521,4 @@ def read_image(path: Union[str, Path]) -> np.ndarray:
 def mask_files_filter() -> str:
     """A file-dialog filter for what ``MaskDocument.open`` reads."""
     images = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
-    return f"Masks ({images} *.json);;Images ({images});;Labelme (*.json)"
+    return f"Masks ({images} *.json *.geojson);;Images ({images});;Labelme (*.json);;QuPath GeoJSON (*.geojson *.json)"

@@ -37,7 +37,8 @@ from .workers import Job
 
 log = logging.getLogger(__name__)
 
-MASK_FILTER = "Masks (*.png *.tif *.tiff *.jpg *.jpeg *.bmp);;Labelme JSON (*.json);;All files (*)"
+MASK_FILTER = ("Masks (*.png *.tif *.tiff *.jpg *.jpeg *.bmp *.json *.geojson);;Labelme JSON (*.json);;"
+               "QuPath GeoJSON (*.geojson *.json);;All files (*)")
 MODEL_FILTER = "PriorPath checkpoints (*.safetensors);;All files (*)"
 LARGE_SKETCH_PIXELS = 2048 * 4096  # beyond this, previews take many seconds on a CPU
 # At the window's smallest the canvas keeps about half the width: the side docks scroll instead
@@ -399,8 +400,8 @@ class MainWindow(QMainWindow):
     def _opened(self, document: MaskDocument, path: Path, edits: tuple) -> None:
         if (self.document, self.document.version) != edits and not self._may_discard():
             return  # the user drew meanwhile and wants to keep it
-        if path.suffix.lower() == ".json":
-            document.path = None  # a Labelme import is saved as a new PNG, never over the JSON
+        if path.suffix.lower() in (".json", ".geojson"):
+            document.path = None  # a Labelme or QuPath import is saved as a new PNG, never over the JSON
         self._set_document(document, name=path.stem)
         self.prefs.add_recent(str(path))
         self._fill_recent()

@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     slide = g.add_argument_group("whole slide", "one coarse sketch, drawn at reduced resolution, generated tile by "
                                  "tile into a pyramidal TIFF that OpenSlide and QuPath open")
     slide.add_argument("--slide", type=Path, metavar="OUT.tif",
-                       help="write OUT.tif (RGB), OUT.mask.tif (fine mask) and OUT.geojson (the sketch)")
+                       help="write OUT.tif (RGB), OUT.mask.tif (fine mask), OUT.fine.geojson (its outline) and "
+                            "OUT.geojson (the sketch)")
     slide.add_argument("--scale", type=int, default=1, metavar="N",
                        help="the slide is N times the sketch's size (default 1)")
     slide.add_argument("--mpp", type=float, default=None, help="microns per pixel to record at level 0")
@@ -457,7 +458,8 @@ def _cmd_slide(args) -> int:
                                                             cancel=cancel))
     finally:
         bar.close()
-    print(f"{result.rgb}, {result.mask.name} and {result.annotations.name} written in {result.seconds:.0f} s")
+    print(f"{result.rgb}, {result.mask.name}, {result.fine_annotations.name} and {result.annotations.name} written "
+          f"in {result.seconds:.0f} s")
     return 0
 
 

@@ -73,11 +73,39 @@ def is_geojson(data) -> bool:
     return isinstance(data, dict) and data.get("type") in ("FeatureCollection", "Feature", "Polygon", "MultiPolygon")
 
 
+def geojson_extent(path: Union[str, Path]) -> tuple[int, int]:
+    """(height, width) the polygons of a GeoJSON file reach from the origin, in its own (level-0) pixels."""
+    rings = [r for poly in _polygons(Path(path), 1.0) for r in poly]
+    top = np.max([r.max(0) for r in rings], 0)
+    return int(np.ceil(top[1])), int(np.ceil(top[0]))
+
+
+def fitting_scale(path: Union[str, Path], longest: int) -> int:
+    """The smallest whole factor that brings a GeoJSON file's extent within ``longest`` pixels a side."""
+    return max(1, -(-max(geojson_extent(path)) // longest))
+
+
 def read_geojson(path: Union[str, Path], shape: Optional[tuple[int, int]] = None, scale: float = 1.0) -> np.ndarray:
     """QuPath GeoJSON -> HxW uint8 0/255 mask, coordinates divided by ``scale``.
 
     ``shape``: the mask's size; by default the polygons' extent (from the origin, as a slide's level 0)."""
-    path = Path(path)
+    rings = _polygons(Path(path), scale)
+    if shape is None:
+        top = np.max([r.max(0) for poly in rings for r in poly], 0)
+        shape = (int(np.ceil(top[1])), int(np.ceil(top[0])))
+    mask = np.zeros(shape, np.uint8)
+    for poly in rings:  # outline filled, then its holes cleared, polygon by polygon
+        cv2.fillPoly(mask, [np.round(poly[0] - 0.5).astype(np.int32)], 255)
+        if len(poly) > 1:
+            holes = [np.round(r - 0.5).astype(np.int32) for r in poly[1:]]
+            cv2.fillPoly(mask, holes, 0)
+            # a hole's ring runs through the centres of the tissue pixels around it: they stay tissue
+            cv2.polylines(mask, holes, True, 255)
+    return mask
+
+
+def _polygons(path: Path, scale: float) -> list[list[np.ndarray]]:
+    """Every polygon of the file as rings of (x, y) / ``scale``; a clear error when there are none."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -100,15 +128,4 @@ def read_geojson(path: Union[str, Path], shape: Optional[tuple[int, int]] = None
         raise PriorPathError(f"{path}: malformed polygon coordinates ({exc})") from exc
     if not rings:
         raise PriorPathError(f"{path}: no Polygon or MultiPolygon annotations (QuPath exports tissue as polygons)")
-    if shape is None:
-        top = np.max([r.max(0) for poly in rings for r in poly], 0)
-        shape = (int(np.ceil(top[1])), int(np.ceil(top[0])))
-    mask = np.zeros(shape, np.uint8)
-    for poly in rings:  # outline filled, then its holes cleared, polygon by polygon
-        cv2.fillPoly(mask, [np.round(poly[0] - 0.5).astype(np.int32)], 255)
-        if len(poly) > 1:
-            holes = [np.round(r - 0.5).astype(np.int32) for r in poly[1:]]
-            cv2.fillPoly(mask, holes, 0)
-            # a hole's ring runs through the centres of the tissue pixels around it: they stay tissue
-            cv2.polylines(mask, holes, True, 255)
-    return mask
+    return rings

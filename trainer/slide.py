@@ -16,10 +16,12 @@ The sketch (coarse mask, HxW) is drawn ``scale`` times smaller than the slide. T
    (``slide_writer``) as they are finished and the fine mask to a scratch file that becomes the mask
    pyramid afterwards. Memory holds one band (tile + overlap rows x the slide's width), whatever the height.
 
-Outputs: ``OUT.tif`` (RGB, JPEG; deflate with ``lossless``), ``OUT.mask.tif`` (fine mask 0/255, deflate; level 0 is exact) and
-``OUT.geojson`` (the sketch's tissue as QuPath annotations in level-0 pixels). The mask pyramid is the
-label: JPEG moves pixels near the threshold by a few levels, so the paper's rule applied to a JPEG slide
-gives back ~95 % IoU, and exactly the mask with ``lossless``.
+Outputs, in level-0 pixels: ``OUT.tif`` (RGB, JPEG; deflate with ``lossless``), ``OUT.mask.tif`` (the fine
+mask 0/255, deflate, exact), ``OUT.fine.geojson`` (the fine mask's tissue and holes as QuPath annotations,
+traced on the mask area-averaged to at most 4096 px a side, so on a large slide precise to a few pixels) and
+``OUT.geojson`` (the sketch's tissue). The mask pyramid is the label: JPEG moves pixels near the threshold by
+a few levels, so the paper's rule applied to a JPEG slide gives back ~95 % IoU, and exactly the mask with
+``lossless``.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from .quilting import min_error_cut
 from .slide_writer import TILE, _Scratch, write_pyramid
 
 MAX_SLIDE_SIDE = 200_000
+FINE_GEOJSON_SIDE = 4096  # the fine mask's polygons are traced at most this many pixels a side
 MISMATCH = 1e6  # cut error where the two fine masks disagree: a cut through them would break the label
 
 
@@ -60,6 +63,7 @@ class SlideResult:
     annotations: Path
     plan: SlidePlan
     seconds: float
+    fine_annotations: Optional[Path] = None
 
 
 def plan_slide(sketch: np.ndarray, scale: int, tile: int = TILE) -> SlidePlan:
@@ -189,7 +193,7 @@ def generate_slide(sketch: np.ndarray, scale: int, out, engine, seed: int = 0, t
                    overlap: int = 64, context: int = 32, mpp: Optional[float] = None, seams: bool = True,
                    lossless: bool = False,
                    progress: ProgressFn = no_progress, cancel: Optional[CancelToken] = None) -> SlideResult:
-    """Write OUT (.tif), its ``.mask.tif`` and ``.geojson``; see the module docstring."""
+    """Write OUT (.tif), its ``.mask.tif``, ``.fine.geojson`` and ``.geojson``; see the module docstring."""
     from .geojson import write_annotations
 
     if engine.mask is None or engine.rgb_model is None:
@@ -202,6 +206,7 @@ def generate_slide(sketch: np.ndarray, scale: int, out, engine, seed: int = 0, t
         raise PriorPathError(f"{out}: a slide is written as a pyramidal TIFF; name it .tif")
     out.parent.mkdir(parents=True, exist_ok=True)
     mask_path, geojson_path = out.with_suffix(".mask.tif"), out.with_suffix(".geojson")
+    fine_geojson = out.with_suffix(".fine.geojson")
     groups = engine.style_groups()
     group = groups[int(np.random.default_rng([seed, 7]).integers(len(groups)))] if groups else None
     started = time.perf_counter()
@@ -215,7 +220,17 @@ def generate_slide(sketch: np.ndarray, scale: int, out, engine, seed: int = 0, t
                       lossless=lossless)
         write_pyramid(mask_path, plan.height, plan.width, fine_rows.bands(tile), 1, tile, mpp=mpp,
                       description=f"PriorPath fine mask of {out.name} (255 tissue, 0 air)")
+        factor = max(1, -(-max(plan.height, plan.width) // FINE_GEOJSON_SIDE))
+        write_annotations(fine_geojson, _overview(fine_rows, factor) > 127, factor, name="fine mask")
     finally:
         fine_rows.close()
     write_annotations(geojson_path, sketch, scale, name="sketch")
-    return SlideResult(out, mask_path, geojson_path, plan, time.perf_counter() - started)
+    return SlideResult(out, mask_path, geojson_path, plan, time.perf_counter() - started, fine_geojson)
+
+
+def _overview(rows: _Scratch, factor: int) -> np.ndarray:
+    """The mask in the scratch file, area-averaged ``factor`` times smaller, read band by band."""
+    width = -(-rows.width // factor)
+    parts = [cv2.resize(band[..., 0], (width, -(-len(band) // factor)), interpolation=cv2.INTER_AREA)
+             for band in rows.bands(factor * 256)]
+    return np.vstack(parts)

@@ -241,3 +241,20 @@ def test_undo_history_is_capped_in_bytes_as_well_as_steps():
     big = MaskDocument(256, 256, undo_budget=10)  # smaller than any step: the newest is still kept
     big.invert()
     assert big.can_undo
+
+
+def test_qupath_geojson_of_a_whole_slide_opens_scaled_to_the_canvas(tmp_path):
+    from trainer.geojson import write_annotations
+
+    sketch = np.zeros((300, 500), np.uint8)
+    sketch[50:250, 100:400] = 255
+    sketch[100:150, 200:260] = 0
+    write_annotations(tmp_path / "slide.geojson", sketch, scale=40)  # a 20000 px wide slide's annotations
+    doc = MaskDocument.open(tmp_path / "slide.geojson")
+    # the polygons reach 9980x15980 slide pixels: 1/4 is the first whole factor that fits 4096 px
+    assert doc.mask.shape == (2495, 3995)
+    assert "1/4" in doc.open_notice and "scale 4" in doc.open_notice
+    at_10x = cv2.resize(sketch, (5000, 3000), interpolation=cv2.INTER_NEAREST)[:2495, :3995]
+    assert (doc.mask == at_10x).mean() > 0.99
+    write_annotations(tmp_path / "small.json", sketch)  # at its own size, in a .json file
+    assert np.array_equal(MaskDocument.open(tmp_path / "small.json").mask, sketch[:250, :400])  # to the extent
