@@ -571,7 +571,7 @@ class MainWindow(QMainWindow):
             return dialog
         if dialog is not None:
             dialog.deleteLater()
-        self._slide = SlideDialog(lambda: self.generation.engine, np.array(self.document.mask, copy=True),
+        self._slide = SlideDialog(self.generation.engine, np.array(self.document.mask, copy=True),
                                   self.generation.sketch_name(), self, folders=self.folders)
         self._slide.show()
         return self._slide

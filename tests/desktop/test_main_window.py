@@ -251,5 +251,6 @@ def test_export_as_slide_opens_on_the_sketch_and_keeps_one_dialog(qtbot, window)
     dialog = window._slide
     assert dialog.isVisible() and np.array_equal(dialog.sketch, window.document.mask)
     assert dialog.out_edit.text().endswith(".tif")
+    qtbot.waitUntil(lambda: "on this machine" in dialog.estimate_label.text(), timeout=WAIT)  # the window's engine
     window.slide_dialog()
     assert window._slide is not dialog  # not running: a fresh dialog on the current sketch
