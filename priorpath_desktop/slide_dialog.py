@@ -168,8 +168,9 @@ class SlideDialog(QDialog):
         self.result = result
         self._set_running(False)
         self.open_button.setEnabled(True)
-        self.status.setText(f"done in {format_duration(result.seconds)}: {result.rgb.name}, {result.mask.name} and "
-                            f"{result.annotations.name} in {result.rgb.parent}")
+        names = [p.name for p in (result.rgb, result.mask, result.fine_annotations, result.annotations) if p]
+        self.status.setText(f"done in {format_duration(result.seconds)}: {', '.join(names[:-1])} and {names[-1]} in "
+                            f"{result.rgb.parent}")
 
     def _failed(self, message: str) -> None:
         self._set_running(False)
