@@ -21,7 +21,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 SKETCHES = REPO / "resources" / "sample" / "sketches"
 SIZES = [(256, 512), (512, 1024)]
@@ -134,22 +134,15 @@ def unet_vs_tile(engine, repeats: int) -> dict:
         with torch.no_grad():
             net(x)
 
-    def median_time(fn) -> float:
-        fn()  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+    from inference import timed  # benchmarks/inference.py: warm-up, then the median of the repeats
 
-    unet = median_time(forward)
+    unet = timed(forward, repeats)
     params = sum(p.numel() for p in net.parameters()) / 1e6
     del net
     sketch = fit_to_size(load_sketch(sorted(SKETCHES.iterdir())[0]), size)
     coarse, _ = augment_sketch(sketch, size, np.random.default_rng(0))
     seeds = iter(range(10_000))
-    tile = median_time(lambda: engine.generate(coarse, next(seeds)))
+    tile = timed(lambda: engine.generate(coarse, next(seeds)), repeats)
     return {"unet": unet, "tile": tile, "params": params}
 
 
