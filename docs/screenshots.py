@@ -4,7 +4,8 @@
 
 Runs the real application on a real (virtual) X screen as a fresh user: the bundled sample and default models,
 a bundled sketch opened and extended with pen strokes, a cluster member's H&E patch as underlay, variations,
-a short training run with its evaluation, and a batch export. Writes screenshot_*.png into --out.
+a short training run with its evaluation, a batch export and a whole slide. Writes screenshot_*.png into
+--out.
 """
 from __future__ import annotations
 
@@ -109,6 +110,18 @@ def main() -> int:
     dialog.grab().save(str(args.out / "screenshot_export.png"))
     print("wrote screenshot_export.png")
     dialog.close()
+
+    slide = window.slide_dialog()  # the sketch on the canvas, 8x its size
+    slide.scale_spin.setValue(8)
+    wait(app, lambda: "on this machine" in slide.estimate_label.text(), 180, "the slide's estimate")
+    slide.mpp_spin.setValue(0.5)
+    slide.out_edit.setText(str(home / "slides" / "sketch_04.tif"))
+    slide.start()
+    wait(app, lambda: not slide.is_running(), 900, "the slide")
+    settle(app)
+    slide.grab().save(str(args.out / "screenshot_slide.png"))
+    print("wrote screenshot_slide.png")
+    slide.close()
     window.close()
     return 0
 
