@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./run.sh demo    set up .venv if needed, prepare the bundled sample into out/sample, then generate
-#                    fine masks and RGB tiles from the bundled sketches and export a small synthetic
-#                    dataset with the default models (out/sample/generated, out/sample/synthetic)
+#                    fine masks and RGB tiles from the bundled sketches, export a small synthetic
+#                    dataset and a whole slide with the default models (out/sample/generated,
+#                    out/sample/synthetic, out/sample/slide)
 #   ./run.sh app     set up .venv if needed, then open the desktop app (needs a display)
 #   ./run.sh test    set up .venv if needed, then run the test suite (extra args go to pytest)
 #   ./run.sh bundle  set up .venv if needed, then build the PyInstaller bundle in dist/priorpath-desktop/
@@ -58,9 +59,12 @@ case "$cmd" in
         "$VENV/bin/priorpath" prepare resources/sample/ihc --stain ihc --patch 256x512 --out out/sample/ihc "$@"
         "$VENV/bin/priorpath" generate --coarse resources/sample/sketches --out out/sample/generated --variations 2
         "$VENV/bin/priorpath" export --sketches resources/sample/sketches --count 12 --out out/sample/synthetic
+        "$VENV/bin/priorpath" generate --coarse resources/sample/sketches/sketch_04.png --scale 4 \
+            --slide out/sample/slide/sketch_04.tif --no-progress
         echo "demo: prepared patches in out/sample/he and out/sample/ihc; fine masks and RGB tiles of the bundled"
         echo "      sketches in out/sample/generated; a synthetic dataset (coarse, fine, rgb, manifest.csv) in"
-        echo "      out/sample/synthetic" ;;
+        echo "      out/sample/synthetic; a 2048x1024 whole slide (pyramidal TIFF, mask, QuPath GeoJSON) in"
+        echo "      out/sample/slide" ;;
     app)
         setup
         exec "$VENV/bin/priorpath-desktop" "$@" ;;
