@@ -14,10 +14,11 @@ The functions and classes above ``ExportDialog`` know nothing of Qt.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from PySide6.QtCore import Qt, QUrl, Signal
@@ -119,8 +120,14 @@ def missing_inputs(settings: ExportSettings, can_include_current: bool) -> list[
 
 def run_export(settings: ExportSettings, engine: Engine, current_mask: Optional[np.ndarray] = None,
                store: Optional[Path] = None, progress: ProgressFn = no_progress,
-               cancel: Optional[CancelToken] = None) -> ExportResult:
-    """``export_dataset`` with the dialog's settings (the current sketch stored first when it is included)."""
+               cancel: Optional[CancelToken] = None, workers: Union[int, str, None] = None) -> ExportResult:
+    """``export_dataset`` with the dialog's settings (the current sketch stored first when it is included).
+
+    ``workers``: as ``priorpath export --workers``; by default "auto" (every core for a large export, worker
+    processes with the same bytes as one process; this process for a small one), except in the frozen
+    bundle, whose spawned workers have not been tested yet."""
+    if workers is None:
+        workers = 1 if getattr(sys, "frozen", False) else "auto"
     if not settings.out.strip():
         raise PriorPathError(NEED_OUT)
     paths: list[Path] = [Path(p) for p in settings.sources]
@@ -132,7 +139,8 @@ def run_export(settings: ExportSettings, engine: Engine, current_mask: Optional[
         raise PriorPathError("no sketches chosen: add sketch files or a folder of sketches"
                              + (", or include the current sketch" if current_mask is not None else ""))
     return export_dataset(paths, Path(settings.out), settings.count, engine, augment=settings.augment,
-                          seed=settings.seed, size=settings.size, progress=progress, cancel=cancel)
+                          seed=settings.seed, size=settings.size, progress=progress, cancel=cancel,
+                          workers=workers)
 
 
 class EtaEstimator:

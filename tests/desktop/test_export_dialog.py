@@ -243,3 +243,35 @@ def test_remove_takes_the_selected_rows_or_else_the_current_one(make_dialog, tmp
     assert not listed.selectedItems() and listed.currentRow() == 1
     dialog.remove_button.click()
     assert [listed.item(i).text() for i in range(listed.count())] == [str(tmp_path / "b")]
+
+
+def test_a_large_export_from_the_dialog_uses_worker_processes_and_the_same_bytes(qtbot, make_dialog, sketches,
+                                                                                 tmp_path, engine, monkeypatch):
+    import trainer.export as export
+    from priorpath_desktop.export_dialog import run_export
+    from trainer.pool import resolve_workers
+
+    count = 40
+    if resolve_workers("auto", "cpu", items=count) < 2:
+        pytest.skip("one usable core: auto stays in this process")
+    used = []
+    real = export.ordered_map
+
+    def recording(job, items, workers, *args, **kwargs):
+        used.append(workers)
+        return real(job, items, workers, *args, **kwargs)
+
+    monkeypatch.setattr(export, "ordered_map", recording)
+    dialog = make_dialog()
+    dialog.apply_settings({"sources": [str(sketches)], "count": count, "seed": 3, "out": str(tmp_path / "out")})
+    with qtbot.waitSignal(dialog.exportFinished, timeout=4 * WAIT) as blocker:  # workers load their models
+        dialog.start()
+    result = blocker.args[0]
+    assert result.count == count and used == [resolve_workers("auto", "cpu", items=count)]
+    alone = run_export(ExportSettings(sources=[str(sketches)], count=count, seed=3, out=str(tmp_path / "alone")),
+                       engine, workers=1)
+    assert alone.count == count and used[-1] == 1
+    for kind in ("coarse", "fine", "rgb"):
+        for name in stems(tmp_path / "alone" / kind):
+            assert (tmp_path / "out" / kind / f"{name}.png").read_bytes() == \
+                (tmp_path / "alone" / kind / f"{name}.png").read_bytes()
