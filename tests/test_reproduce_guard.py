@@ -6,6 +6,7 @@ change that breaks a model or the protocol shows here; the full study is in ``do
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_a_second_run_trains_nothing_and_results_are_written(study, tmp_path):
     before = {m: p.stat().st_mtime_ns for m, p in checkpoints.items()}
     again = reproduce.train_all(["analogy", "dcgan"], work / "train", work, SIZE, minutes=5.0)  # plans are kept
     assert {m: p.stat().st_mtime_ns for m, p in again.items()} == before
-    plans = {m: reproduce.json.loads((work / "runs" / f"{m}.plan.json").read_text()) for m in again}
+    plans = {m: json.loads((work / "runs" / f"{m}.plan.json").read_text()) for m in again}
     reproduce.write_results(work, [metrics, metrics], plans, results=tmp_path)
     text = (tmp_path / "reproduce.md").read_text()
     assert "| analogy |" in text and "| dcgan |" in text and "± 0.0" in text
