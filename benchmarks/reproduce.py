@@ -52,6 +52,7 @@ MODELS = CONDITIONAL + NOISE
 SIZE = (256, 512)
 REFERENCES = ("floor (real, training patients)", "coarse masks as they are")
 RESULTS = REPO / "benchmarks" / "results"
+DOCS = REPO / "docs"
 SHOWN = (("FID", "fid", 1), ("KID", "kid", 4), ("KS", "ks", 3), ("KL", "kl", 3), ("KS boundary", "ks_boundary", 3),
          ("KS components", "ks_components", 3), ("precision", "precision", 3), ("recall", "recall", 3),
          ("density", "density", 3), ("coverage", "coverage", 3), ("t-SNE cells", "cells_covered", 1))
@@ -204,6 +205,11 @@ def floor_set(train: Path, held: Path, out: Path, seed: int) -> Path:
 def evaluate_seed(models: dict[str, Path], train: Path, held: Path, work: Path, seed: int) -> dict[str, dict]:
     from trainer.metrics.report import EvalSettings, evaluate
 
+    done = work / "eval" / f"seed{seed}" / "metrics.json"
+    if done.is_file():  # evaluated in an earlier sitting: its sets are complete and unchanged since
+        metrics = json.loads(done.read_text())
+        if set(metrics) == set(REFERENCES) | set(models):
+            return metrics
     sets = [(REFERENCES[0], floor_set(train, held, work / "sets" / f"floor-s{seed}", seed)),
             (REFERENCES[1], held / "coarse")]
     for model, ckpt in models.items():
@@ -240,8 +246,11 @@ def table(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(work: Path, per_seed: list[dict], plans: dict, results: Path = RESULTS) -> None:
+def write_results(work: Path, per_seed: list[dict], plans: dict, results: Path = RESULTS,
+                  figures: Optional[Path] = DOCS) -> None:
     import torch
+
+    from reproduce_report import beside_paper, copy_tsne, montage, verdict_table, verdicts
 
     summary = summarise(per_seed)
     results.mkdir(parents=True, exist_ok=True)
@@ -259,9 +268,21 @@ def write_results(work: Path, per_seed: list[dict], plans: dict, results: Path =
         "",
         table(summary),
         "",
-        "Protocol and verdicts: `docs/reproduction.md`.",
+        "## Beside the paper's Table 2 (their range over PRAD, SKCM, LUSC H&E and NSCLC IHC)",
+        "",
+        beside_paper(summary),
+        "",
+        "## Verdicts (rule in `benchmarks/reproduce_report.py`)",
+        "",
+        verdict_table(verdicts(summary)),
+        "",
+        "Protocol and discussion: `docs/reproduction.md`.",
         "",
     ])
+    if figures is not None:
+        sets = {m: work / "sets" / f"{m}-s0" for m in plans if (work / "sets" / f"{m}-s0").is_dir()}
+        montage(work / "heldout", sets, figures / "reproduction_masks.jpg")
+        copy_tsne(work / "eval" / "seed0", figures / "reproduction_tsne.png")
     (results / "reproduce.md").write_text(text)
     print(text)
 

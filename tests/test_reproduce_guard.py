@@ -65,6 +65,27 @@ def test_a_second_run_trains_nothing_and_results_are_written(study, tmp_path):
     again = reproduce.train_all(["analogy", "dcgan"], work / "train", work, SIZE, minutes=5.0)  # plans are kept
     assert {m: p.stat().st_mtime_ns for m, p in again.items()} == before
     plans = {m: json.loads((work / "runs" / f"{m}.plan.json").read_text()) for m in again}
-    reproduce.write_results(work, [metrics, metrics], plans, results=tmp_path)
+    reproduce.write_results(work, [metrics, metrics], plans, results=tmp_path, figures=tmp_path)
     text = (tmp_path / "reproduce.md").read_text()
     assert "| analogy |" in text and "| dcgan |" in text and "± 0.0" in text
+    assert "| DCGAN | 0.086–0.251 |" in text  # the paper's range beside ours
+    assert cv2.imread(str(tmp_path / "reproduction_masks.jpg")) is not None
+    assert (tmp_path / "reproduction_tsne.png").stat().st_size > 1000
+    # a second evaluation of the same seed reads the first one's report instead of recomputing it
+    assert reproduce.evaluate_seed(checkpoints, work / "train", work / "heldout", work, seed=0) == metrics
+
+
+def test_verdicts_follow_the_stated_rule():
+    from reproduce_report import compare, verdicts
+
+    summary = {"pix2pix": {"fid": (100.0, 5.0), "cells_covered": (8.0, 0.0)},
+               "depas": {"fid": (120.0, 10.0), "cells_covered": (8.0, 1.0)},
+               "dcgan": {"fid": (104.0, 1.0)}}
+    assert compare(summary, "pix2pix", "depas", "fid") == "holds"  # 20 apart > 5 + 10
+    assert compare(summary, "depas", "pix2pix", "fid") == "does not hold"
+    assert compare(summary, "pix2pix", "dcgan", "fid") == "cannot be told"  # 4 apart < 5 + 1
+    assert compare(summary, "pix2pix", "depas", "cells_covered", higher_is_better=True) == "cannot be told"
+    assert compare(summary, "pix2pix", "cyclegan", "fid") is None
+    claims = {c: v for c, v, _ in verdicts(summary)}
+    assert claims["PriorPath (pix2pix) beats DEPAS on FID"] == "holds"
+    assert not any("CycleGAN" in c for c in claims)
