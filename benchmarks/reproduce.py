@@ -2,6 +2,8 @@
 
     python benchmarks/reproduce.py run    [--work out/reproduce] [--minutes 20] [--seeds 3] [--models ...]
     python benchmarks/reproduce.py report [--work out/reproduce]
+    python benchmarks/reproduce.py run --work out/repro512 --size 512x1024 --epochs 100 --device cuda \
+        --results out/repro512/results --figures out/repro512/figures     # the paper's scale, on a GPU
 
 The protocol, written out in ``docs/reproduction.md``:
 
@@ -60,10 +62,10 @@ SHOWN = (("FID", "fid", 1), ("KID", "kid", 4), ("KS", "ks", 3), ("KL", "kl", 3),
 
 # --- training ------------------------------------------------------------------------------------------------
 def train_command(model: str, data: Path, out: Path, size: tuple[int, int], steps: int, epochs: int,
-                  options: dict, resume: bool) -> list[str]:
+                  options: dict, resume: bool, device: str = "cpu") -> list[str]:
     cmd = [sys.executable, "-m", "trainer.cli", "train", "--model", model, "--data", str(data), "--size",
            f"{size[0]}x{size[1]}", "--max-steps", str(steps), "--epochs", str(epochs), "--checkpoint-every", "25",
-           "--sample-every", "100000", "--device", "cpu", "--no-progress", "--out", str(out)]
+           "--sample-every", "100000", "--device", device, "--no-progress", "--out", str(out)]
     for key, value in options.items():
         cmd += ["--option", f"{key}={value}"]
     return cmd + (["--resume"] if resume else [])
@@ -123,9 +125,10 @@ def seconds_per_step(model: str, data: Path, work: Path, size: tuple[int, int], 
     return per_step
 
 
-def plan(model: str, data: Path, work: Path, size: tuple[int, int], minutes: float, options: dict
-         ) -> tuple[int, int]:
-    """(steps, epochs) for ``minutes`` of training; the plan is kept so a resumed run keeps its maths."""
+def plan(model: str, data: Path, work: Path, size: tuple[int, int], minutes: float, options: dict,
+         epochs: Optional[int] = None) -> tuple[int, int]:
+    """(steps, epochs) for ``minutes`` of training, or for ``epochs`` (the paper's budget: 100) when given;
+    the plan is kept so a resumed run keeps its maths."""
     record = work / "runs" / f"{model}.plan.json"
     if record.is_file():
         saved = json.loads(record.read_text())
@@ -133,6 +136,8 @@ def plan(model: str, data: Path, work: Path, size: tuple[int, int], minutes: flo
     n = len(list((data / "fine").glob("*.png")))
     if model == "analogy":  # example-based: one pass over the data fills its reservoir
         steps, epochs = n, 1
+    elif epochs:
+        steps = epochs * n
     else:
         per_step = seconds_per_step(model, data, work, size, options)
         steps = max(4, int(minutes * 60 / per_step))
@@ -143,26 +148,26 @@ def plan(model: str, data: Path, work: Path, size: tuple[int, int], minutes: flo
 
 
 def train_all(models: list[str], data: Path, work: Path, size: tuple[int, int], minutes: float,
-              options: Optional[dict] = None) -> dict[str, Path]:
+              options: Optional[dict] = None, epochs: Optional[int] = None, device: str = "cpu") -> dict[str, Path]:
     """Train what is missing; returns each model's checkpoint."""
     done = {}
     for model in models:
         opts = (options or {}).get(model, {})
-        steps, epochs = plan(model, data, work, size, minutes, opts)
+        steps, run_epochs = plan(model, data, work, size, minutes, opts, epochs)
         run = work / "runs" / model
         at = checkpoint_step(run)
         if at < steps:
-            print(f"{model}: training {steps} steps ({epochs} epochs){' from step ' + str(at) if at else ''}",
+            print(f"{model}: training {steps} steps ({run_epochs} epochs){' from step ' + str(at) if at else ''}",
                   flush=True)
             started = time.perf_counter()
-            _run(train_command(model, data, run, size, steps, epochs, opts, resume=at > 0))
+            _run(train_command(model, data, run, size, steps, run_epochs, opts, resume=at > 0, device=device))
             print(f"{model}: done in {time.perf_counter() - started:.0f} s", flush=True)
         done[model] = run / "checkpoints" / "latest.safetensors"
     return done
 
 
 # --- generation and evaluation --------------------------------------------------------------------------------
-def generate_set(model: str, ckpt: Path, held: Path, out: Path, seed: int) -> Path:
+def generate_set(model: str, ckpt: Path, held: Path, out: Path, seed: int, device: str = "cpu") -> Path:
     """Held-out-sized set of fine masks from ``ckpt`` with ``seed`` (skipped when already complete)."""
     from trainer.fileio import write_png
 
@@ -175,14 +180,14 @@ def generate_set(model: str, ckpt: Path, held: Path, out: Path, seed: int) -> Pa
 
         from trainer.checkpoint import load_checkpoint
 
-        net = load_checkpoint(ckpt).build_model(torch.device("cpu"))
-        masks = net.generate(len(coarse), seed)[:, 0].numpy()
+        net = load_checkpoint(ckpt).build_model(torch.device(device))
+        masks = net.generate(len(coarse), seed)[:, 0].float().cpu().numpy()
         for path, mask in zip(coarse, masks):
             write_png(out / path.name, np.where(mask >= 0, 255, 0).astype(np.uint8))
     else:
         from trainer.inference import Engine
 
-        engine = Engine(ckpt, "none", device="cpu")
+        engine = Engine(ckpt, "none", device=device)
         for path in coarse:
             write_png(out / path.name, engine.fine(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), seed))
     return out
@@ -202,7 +207,8 @@ def floor_set(train: Path, held: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def evaluate_seed(models: dict[str, Path], train: Path, held: Path, work: Path, seed: int) -> dict[str, dict]:
+def evaluate_seed(models: dict[str, Path], train: Path, held: Path, work: Path, seed: int,
+                  device: str = "cpu") -> dict[str, dict]:
     from trainer.metrics.report import EvalSettings, evaluate
 
     done = work / "eval" / f"seed{seed}" / "metrics.json"
@@ -213,9 +219,9 @@ def evaluate_seed(models: dict[str, Path], train: Path, held: Path, work: Path, 
     sets = [(REFERENCES[0], floor_set(train, held, work / "sets" / f"floor-s{seed}", seed)),
             (REFERENCES[1], held / "coarse")]
     for model, ckpt in models.items():
-        sets.append((model, generate_set(model, ckpt, held, work / "sets" / f"{model}-s{seed}", seed)))
+        sets.append((model, generate_set(model, ckpt, held, work / "sets" / f"{model}-s{seed}", seed, device)))
     report = evaluate(held / "fine", sets, work / "eval" / f"seed{seed}",
-                      EvalSettings(device="cpu", dataset="H&E held-out patients", seed=seed))
+                      EvalSettings(device=device, dataset="H&E held-out patients", seed=seed))
     return report.metrics
 
 
@@ -247,14 +253,14 @@ def table(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
 
 
 def write_results(work: Path, per_seed: list[dict], plans: dict, results: Path = RESULTS,
-                  figures: Optional[Path] = DOCS) -> None:
+                  figures: Optional[Path] = DOCS, size: tuple[int, int] = SIZE) -> None:
     import torch
 
     from reproduce_report import beside_paper, copy_tsne, montage, verdict_table, verdicts
 
     summary = summarise(per_seed)
     results.mkdir(parents=True, exist_ok=True)
-    record = {"date": datetime.date.today().isoformat(), "size": list(SIZE), "plans": plans,
+    record = {"date": datetime.date.today().isoformat(), "size": list(size), "plans": plans,
               "seeds": per_seed, "summary": {k: {m: list(v) for m, v in f.items()} for k, f in summary.items()}}
     (results / "reproduce.json").write_text(json.dumps(record, indent=1, default=float))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
@@ -263,7 +269,7 @@ def write_results(work: Path, per_seed: list[dict], plans: dict, results: Path =
         "# The paper's experiment on public slides (reproduce.py)",
         "",
         f"Generated by `python benchmarks/reproduce.py` on {record['date']} ({machine}). Held-out patients' "
-        f"fine masks at {SIZE[0]}x{SIZE[1]}, N = {next(iter(per_seed[0].values()))['n_real']}; mean ± standard "
+        f"fine masks at {size[0]}x{size[1]}, N = {next(iter(per_seed[0].values()))['n_real']}; mean ± standard "
         f"deviation over {len(per_seed)} generation seeds. Training budget: {budget}.",
         "",
         table(summary),
@@ -293,25 +299,31 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "out" / "reproduce")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("PRIORPATH_SHARED", REPO.parent / "shared"))
                     / "data")
-    ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training minutes per model")
+    ap.add_argument("--minutes", type=float, default=20.0,
+                    help="training budget per model in minutes of the reference 2-core CPU")
+    ap.add_argument("--epochs", type=int, default=None, help="train this many epochs instead (the paper: 100)")
+    ap.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}", help="patch size HxW (the paper: 512x1024)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (training, generation and evaluation)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder for reproduce.json/.md")
+    ap.add_argument("--figures", type=Path, default=DOCS, help="folder for the montage and t-SNE figure")
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
+    size = tuple(int(v) for v in args.size.lower().split("x"))
     if not (args.work / "heldout" / "manifest.csv").is_file():
         from mask_models import split
 
-        split(args.data, args.work, f"{SIZE[0]}x{SIZE[1]}")
+        split(args.data, args.work, f"{size[0]}x{size[1]}")
     train, held = args.work / "train", args.work / "heldout"
     if args.step == "run":
-        checkpoints = train_all(models, train, args.work, SIZE, args.minutes)
+        checkpoints = train_all(models, train, args.work, size, args.minutes, epochs=args.epochs, device=args.device)
     else:
         checkpoints = {m: args.work / "runs" / m / "checkpoints" / "latest.safetensors" for m in models}
         checkpoints = {m: p for m, p in checkpoints.items() if p.is_file()}
     plans = {m: json.loads((args.work / "runs" / f"{m}.plan.json").read_text()) for m in checkpoints}
-    per_seed = [evaluate_seed(checkpoints, train, held, args.work, seed) for seed in range(args.seeds)]
-    write_results(args.work, per_seed, plans)
-
+    per_seed = [evaluate_seed(checkpoints, train, held, args.work, seed, args.device) for seed in range(args.seeds)]
+    write_results(args.work, per_seed, plans, args.results, args.figures, size)
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO / "benchmarks"))
