@@ -1,11 +1,12 @@
 """Screenshots of the desktop app in use, for the README and docs/.
 
     xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots.py [--out docs] [--skip-training]
+                                                                             [--classes-only]
 
 Runs the real application on a real (virtual) X screen as a fresh user: the bundled sample and default models,
 a bundled sketch opened and extended with pen strokes, a cluster member's H&E patch as underlay, variations,
-a short training run with its evaluation, a batch export and a whole slide. Writes screenshot_*.png into
---out.
+a short training run with its evaluation, a batch export and a whole slide, and a three-class (he3) sketch.
+Writes screenshot_*.png into --out; --classes-only writes screenshot_classes.png alone.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--classes-only", action="store_true", help="only the three-class sketch")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="priorpath-shots-"))
     os.environ["PRIORPATH_DESKTOP_HOME"] = str(home)  # a fresh user: nothing remembered
@@ -63,6 +65,10 @@ def main() -> int:
     wait(app, lambda: getattr(window, "models_in_use", None) and window.clusters.result() is not None, 180,
          "models and clusters")
     wait(app, lambda: window.generation.shown_seed() is not None, 120, "the first preview")
+    if args.classes_only:
+        class_sketch(app, window, args.out)
+        window.close()
+        return 0
 
     # a cluster member as underlay, then pen strokes over it
     clusters = window.clusters
@@ -122,8 +128,44 @@ def main() -> int:
     slide.grab().save(str(args.out / "screenshot_slide.png"))
     print("wrote screenshot_slide.png")
     slide.close()
+    class_sketch(app, window, args.out)
     window.close()
     return 0
+
+
+def class_sketch(app, window, out: Path) -> None:
+    """File -> New class sketch with the he3 table: stroma drawn with the lasso, nuclei with the pen."""
+    import numpy as np
+
+    from tests.desktop.test_canvas import pen_stroke
+
+    window.canvas.set_underlay(None)
+    dialog = window.new_class_sketch()
+    dialog.accept()  # he3, at the window's sketch size
+    doc, canvas = window.document, window.canvas
+    h, w = doc.shape
+    rng = np.random.default_rng(4)
+    for cx, cy, rx, ry in ((0.3, 0.5, 0.22, 0.34), (0.72, 0.45, 0.2, 0.3)):  # two stroma lobes
+        angles = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+        wobble = 1 + 0.12 * np.sin(3 * angles + cx * 10) + 0.05 * np.sin(7 * angles + cy * 5)
+        outline = np.stack([w * (cx + rx * wobble * np.cos(angles)), h * (cy + ry * wobble * np.sin(angles))], 1)
+        doc.fill_polygon(outline, 1)
+    canvas.set_current_class(2)
+    canvas.set_brush_radius(9)
+    for x0, y0, x1, y1 in ((0.18, 0.4, 0.4, 0.62), (0.62, 0.35, 0.82, 0.55)):  # a band of crowded nuclei per lobe
+        points = [canvas.widget_pos(w * x, h * y + 6 * np.sin(x * 60))
+                  for x, y in zip(np.linspace(x0, x1, 24), np.linspace(y0, y1, 24))]
+        pen_stroke(canvas, points, 0.8)
+    canvas.set_brush_radius(4)
+    for _ in range(14):  # scattered single nuclei in the stroma
+        x, y = w * rng.uniform(0.15, 0.85), h * rng.uniform(0.25, 0.75)
+        if doc.labels[int(y), int(x)] == 1:
+            pen_stroke(canvas, [canvas.widget_pos(x, y)], 1.0)
+    shown = window.generation.shown_seed
+    wait(app, lambda: window.generation.is_idle() and shown() is not None, 120, "the preview of the class sketch")
+    settle(app)
+    window.grab().save(str(out / "screenshot_classes.png"))
+    print("wrote screenshot_classes.png")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Input:
 - Zoom: wheel (around the cursor), pinch (touchpad native gesture or touch pinch), Ctrl+0 fits the
   mask to the window. Pan: middle-drag, or hold Space and drag.
 - ``[`` / ``]`` shrink / grow the brush by 1.25x; B, E, F, L pick brush, eraser, fill, lasso.
+- Classes: 1-9 pick the class that brush, fill and lasso paint (when the document's class table has it);
+  the eraser, the pen's eraser end and the right button paint air (class 0) whatever the class.
 
 Drawing is cheap at any mask size: each document change repaints only its rectangle in widget
 coordinates, and a paint converts only the exposed part of the mask (subsampled when zoomed out) to
@@ -32,7 +34,9 @@ from PySide6.QtWidgets import QGestureEvent, QPinchGesture, QWidget
 from trainer.errors import PriorPathError
 
 from .autosave import Autosaver
-from .document import AIR, TISSUE, MaskDocument, Rect
+from .canvas_colours import TISSUE_COLOUR, class_lut, rgb32  # noqa: F401 (TISSUE_COLOUR: kept importable here)
+from .canvas_colours import premultiplied as _premultiplied  # noqa: F401 (the canvas benchmark's baseline uses it)
+from .document import AIR, MaskDocument, Rect
 from .messages import show_error
 from .workers import LatestOnly
 
@@ -48,7 +52,6 @@ FIT_MARGIN = 8  # widget pixels left around the mask by ``fit_to_window``
 LASSO_DRAG = 4  # widget pixels the pointer must move before a press becomes a freehand lasso
 SYNC_AUTOSAVE_PIXELS = 4_000_000  # larger masks are autosaved in a background job (PNG encoding takes longer)
 
-TISSUE_COLOUR = QColor(128, 0, 96, 170)  # dark magenta, see-through so the underlay shows
 OUTSIDE_COLOUR = QColor(96, 96, 96)
 PAPER_COLOUR = QColor(255, 255, 255)
 
@@ -59,17 +62,13 @@ def pressure_radius(radius: float, pressure: float) -> float:
     return max(0.5, radius * (0.2 + 0.8 * pressure))
 
 
-def _premultiplied(colour: QColor) -> int:
-    a = colour.alpha()
-    r, g, b = (round(c * a / 255) for c in (colour.red(), colour.green(), colour.blue()))
-    return (a << 24) | (r << 16) | (g << 8) | b
-
-
 class CanvasView(QWidget):
     documentEdited = Signal()  # a stroke, fill, clear, invert, replace, undo or redo has completed
     zoomChanged = Signal(float)
     brushRadiusChanged = Signal(int)
     toolChanged = Signal(str)
+    classChanged = Signal(int)  # the class id brush, fill and lasso paint
+    classesChanged = Signal(object)  # the ClassTable of a newly shown document
     cursorMoved = Signal(int, int)  # image pixel under the pointer
     underlayChanged = Signal(bool)  # whether there is an underlay now
     underlayOpacityChanged = Signal(float)
@@ -91,22 +90,22 @@ class CanvasView(QWidget):
         self._zoom = 1.0
         self._offset = QPointF(0, 0)  # widget position of the image's top-left corner
         self._fit_mode = True  # refit on resize until the user zooms or pans
-        self._lut = np.zeros(256, np.uint32)
-        self._lut[TISSUE] = _premultiplied(TISSUE_COLOUR)
+        self._lut = np.zeros(256, np.uint32)  # class id -> pixel, from the document's class table
+        self._class = 1
 
         self._underlay: Optional[QImage] = None
         self._underlay_pixels: Optional[np.ndarray] = None  # keeps the QImage's memory alive
         self._opacity = 0.4
 
         self._stroking = False
-        self._stroke_value = TISSUE
+        self._stroke_value = 1
         self._last_pos = QPointF()  # image coordinates of the last stamp
         self._last_radius = 0.0
         self._panning = False
         self._pan_from = QPointF()
         self._space_down = False
         self._lasso: list[QPointF] = []  # image coordinates
-        self._lasso_value = TISSUE
+        self._lasso_value = 1
         self._lasso_press: Optional[QPointF] = None  # widget position of a press that may become a drag
         self._lasso_freehand = False
         self._hover: Optional[QPointF] = None  # widget position of the brush outline
@@ -132,11 +131,17 @@ class CanvasView(QWidget):
             self._end_interaction()
             self._doc.remove_listener(self._on_document_rect)
             self._doc.remove_step_listener(self._on_document_step)
+        old_classes = self._doc.classes if self._doc is not None else None
         self._doc = doc
         self._shape = doc.shape
+        self._lut = class_lut(doc.classes)
         doc.add_listener(self._on_document_rect)
         doc.add_step_listener(self._on_document_step)
         self.fit_to_window()
+        if doc.classes != old_classes:
+            if self._class >= len(doc.classes):
+                self.set_current_class(1)
+            self.classesChanged.emit(doc.classes)
 
     def set_autosaver(self, autosaver: Optional[Autosaver]) -> None:
         """Write the mask through ``autosaver`` after every completed edit."""
@@ -156,7 +161,7 @@ class CanvasView(QWidget):
 
     def invert(self) -> None:
         self._end_interaction()
-        self._doc.invert()
+        self._doc.invert(self._class)
 
     def _on_document_rect(self, rect: Rect) -> None:
         if self._doc.shape != self._shape:  # replace() or its undo changed the size
@@ -188,6 +193,18 @@ class CanvasView(QWidget):
         self.update()
         self.toolChanged.emit(name)
 
+    def current_class(self) -> int:
+        return self._class
+
+    def set_current_class(self, class_id: int) -> bool:
+        """Paint class ``class_id`` (1 or more) from now on; False, and nothing changes, if the table lacks it."""
+        if not 1 <= class_id < len(self._doc.classes):
+            return False
+        if class_id != self._class:
+            self._class = class_id
+            self.classChanged.emit(class_id)
+        return True
+
     def brush_radius(self) -> int:
         return self._radius
 
@@ -214,7 +231,7 @@ class CanvasView(QWidget):
         if image is None:
             self._underlay = self._underlay_pixels = None
         else:
-            self._underlay_pixels = _rgb32(image)
+            self._underlay_pixels = rgb32(image)
             h, w = self._underlay_pixels.shape
             self._underlay = QImage(self._underlay_pixels.data, w, h, w * 4, QImage.Format.Format_RGB32)
         self.update()
@@ -327,7 +344,7 @@ class CanvasView(QWidget):
     def _paint_mask(self, painter: QPainter, region: Rect) -> None:
         x0, y0, x1, y1 = region
         step = max(1, math.floor(1 / self._zoom))  # zoomed out: one mask sample per screen pixel or so
-        pixels = np.ascontiguousarray(self._lut[self._doc.mask[y0:y1:step, x0:x1:step]])
+        pixels = np.ascontiguousarray(self._lut[self._doc.labels[y0:y1:step, x0:x1:step]])
         rows, cols = pixels.shape
         image = QImage(pixels.data, cols, rows, cols * 4, QImage.Format.Format_ARGB32_Premultiplied)
         target = QRectF(self.widget_pos(x0, y0), self.widget_pos(x0 + cols * step, y0 + rows * step))
@@ -382,7 +399,7 @@ class CanvasView(QWidget):
     # -- pointer input, shared by pen and mouse ---------------------------------------------------------
 
     def _value(self, erase: bool) -> int:
-        return AIR if erase or self._tool == "eraser" else TISSUE
+        return AIR if erase or self._tool == "eraser" else self._class
 
     def _press(self, pos: QPointF, erase: bool, radius: float) -> None:
         x, y = self.image_pos(pos)
@@ -546,6 +563,11 @@ class CanvasView(QWidget):
             self.fit_to_window()
         elif key in TOOL_KEYS and not mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier):
             self.set_tool(TOOL_KEYS[key])
+        elif Qt.Key.Key_1 <= key <= Qt.Key.Key_9 and not mods & (Qt.KeyboardModifier.ControlModifier
+                                                                 | Qt.KeyboardModifier.AltModifier):
+            if not self.set_current_class(key - Qt.Key.Key_0):  # a class the table lacks: the key is not ours
+                super().keyPressEvent(event)
+                return
         elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self._lasso:
             self._close_lasso()
         elif key == Qt.Key.Key_Escape and (self._lasso or self._lasso_press is not None):
@@ -603,10 +625,10 @@ class CanvasView(QWidget):
         if self._autosave_jobs is None:
             self._autosave_jobs = LatestOnly(self)
             self._autosave_jobs.failed.connect(self._autosave_failed)
-        snapshot, source, version = doc.mask.copy(), doc.path, doc.version
+        snapshot, classes, source, version = doc.labels.copy(), doc.classes, doc.path, doc.version
         generation = saver.snapshot_generation()
-        self._autosave_jobs.submit(lambda progress, cancel: saver.save_mask(snapshot, source, version, generation),
-                                   "autosave")
+        self._autosave_jobs.submit(
+            lambda progress, cancel: saver.save_labels(snapshot, classes, source, version, generation), "autosave")
 
     def autosave_idle(self) -> bool:
         """Whether every autosave requested so far has been written (background saves of large masks)."""
@@ -617,22 +639,3 @@ class CanvasView(QWidget):
         if not self._autosave_error_shown:  # once per session: a full disk would otherwise pop up every stroke
             self._autosave_error_shown = True
             show_error(self, "Autosave failed", f"Your strokes are not being saved for crash recovery:\n{message}")
-
-
-def _rgb32(image: np.ndarray) -> np.ndarray:
-    """HxW uint32 pixels 0xffRRGGBB of a grey or RGB(A) image, 8 or 16 bits."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)) or min(image.shape[:2]) < 1:
-        raise PriorPathError(f"an underlay must be a grey (HxW) or RGB (HxWx3) image, got shape {image.shape}")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    elif image.dtype != np.uint8:
-        raise PriorPathError(f"an underlay must have 8- or 16-bit pixels, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    r, g, b = (image[..., i].astype(np.uint32) for i in range(3))
-    return np.ascontiguousarray(0xFF000000 | (r << 16) | (g << 8) | b)

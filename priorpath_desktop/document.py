@@ -1,13 +1,15 @@
-"""The coarse mask being drawn, with undo and redo; Qt-free so it can be tested and benchmarked alone.
+"""The coarse sketch being drawn, with undo and redo; Qt-free so it can be tested and benchmarked alone.
 
-The mask is an HxW uint8 array, 255 tissue / 0 air, always exactly those two values. Coordinates are
-continuous image coordinates: pixel (col, row) covers ``[col, col+1) x [row, row+1)``, so its centre is
-at ``(col + 0.5, row + 0.5)``. A changed rectangle is ``(x0, y0, x1, y1)`` with the end excluded.
+The sketch is a label map: an HxW uint8 array of class ids from the document's ``ClassTable`` (0 is air;
+``BINARY``, air/tissue, by default). ``mask`` is its 255/0 tissue mask (every class but air is tissue),
+which is what generation and export consume. Coordinates are continuous image coordinates: pixel
+(col, row) covers ``[col, col+1) x [row, row+1)``, so its centre is at ``(col + 0.5, row + 0.5)``. A
+changed rectangle is ``(x0, y0, x1, y1)`` with the end excluded.
 
+Edits take a class id; ``TISSUE`` (255), the value of the binary-only document, still means class 1.
 Undo keeps one step per stroke or operation, and a step stores only the rectangle that changed, before
-and after, as packed bits (a mask pixel is one bit), so a long session of small strokes costs little.
-During a stroke the state before it is kept per 64x64 tile the first time a stamp touches the tile,
-which avoids copying the whole mask when a stroke starts.
+and after, as packed bit planes (``undo_steps``: one bit a pixel for a binary map), so a long session of
+small strokes costs little.
 """
 from __future__ import annotations
 
@@ -20,24 +22,27 @@ from typing import Callable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from trainer.data.classes import AIR, BINARY, ClassTable, binary_labels, check_labels, tissue_of
 from trainer.data.mask_files import read_mask_file
 from trainer.data.sketches import IMAGE_SUFFIXES
 from trainer.errors import PriorPathError
 from trainer.fileio import atomic_write_bytes, decode_image_file, encode_png
 
+from .label_files import is_indexed_png, read_label_map, write_label_map
+from .undo_steps import OpenStroke, RegionStep, ReplaceStep, step_bytes
+
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 and y1 excluded
 RectListener = Callable[[Rect], None]
 StepListener = Callable[[], None]
 
-TISSUE, AIR = 255, 0
+TISSUE = 255  # the binary mask's tissue value; as an edit's value it means class 1
 MIN_SIDE, MAX_SIDE = 16, 20000
 DEFAULT_UNDO_DEPTH = 200
-#: Undo history is also capped in bytes: inverting a 20000x20000 mask is a 100 MB step (one bit per pixel,
-#: before and after), so 200 of them would not fit in memory. The newest step is always kept.
+#: Undo history is also capped in bytes: inverting a 20000x20000 binary map is a 100 MB step (one bit per
+#: pixel, before and after), so 200 of them would not fit in memory. The newest step is always kept.
 UNDO_BUDGET_BYTES = 512 * 1024 * 1024
 OPEN_SUFFIXES = IMAGE_SUFFIXES | {".json", ".geojson"}
 GEOJSON_CANVAS_SIDE = 4096  # QuPath annotations of a whole slide open scaled down to at most this a side
-_TILE = 64
 _SHIFT = 4  # fixed-point bits for OpenCV drawing: centres and radii kept to 1/16 pixel
 
 
@@ -56,84 +61,8 @@ def binarise(mask: np.ndarray) -> np.ndarray:
     return np.where(mask > 127, TISSUE, AIR).astype(np.uint8)
 
 
-class _RegionStep:
-    """One undoable change confined to a rectangle: the bits before and after."""
-
-    def __init__(self, rect: Rect, before: np.ndarray, after: np.ndarray):
-        self.rect = rect
-        self.before = np.packbits(before > 0)
-        self.after = np.packbits(after > 0)
-
-    def _put(self, doc: "MaskDocument", packed: np.ndarray) -> Rect:
-        x0, y0, x1, y1 = self.rect
-        h, w = y1 - y0, x1 - x0
-        bits = np.unpackbits(packed, count=h * w).reshape(h, w)
-        doc._mask[y0:y1, x0:x1] = bits * np.uint8(TISSUE)
-        return self.rect
-
-    def undo(self, doc: "MaskDocument") -> Rect:
-        return self._put(doc, self.before)
-
-    def redo(self, doc: "MaskDocument") -> Rect:
-        return self._put(doc, self.after)
-
-
-class _ReplaceStep:
-    """A whole new mask, possibly of another size."""
-
-    def __init__(self, before: np.ndarray, after: np.ndarray):
-        self.shapes = (before.shape, after.shape)
-        self.before = np.packbits(before > 0)
-        self.after = np.packbits(after > 0)
-
-    @staticmethod
-    def _load(doc: "MaskDocument", packed: np.ndarray, shape: tuple[int, int]) -> Rect:
-        bits = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape)
-        doc._mask = bits * np.uint8(TISSUE)
-        return (0, 0, shape[1], shape[0])
-
-    def undo(self, doc: "MaskDocument") -> Rect:
-        return self._load(doc, self.before, self.shapes[0])
-
-    def redo(self, doc: "MaskDocument") -> Rect:
-        return self._load(doc, self.after, self.shapes[1])
-
-
-class _OpenStroke:
-    """What a stroke in progress has touched: the original content of each tile, and the bounding box."""
-
-    def __init__(self) -> None:
-        self.tiles: dict[tuple[int, int], np.ndarray] = {}
-        self.box: Optional[list[int]] = None
-
-    def remember(self, mask: np.ndarray, rect: Rect) -> None:
-        x0, y0, x1, y1 = rect
-        for ty in range(y0 // _TILE, (y1 - 1) // _TILE + 1):
-            for tx in range(x0 // _TILE, (x1 - 1) // _TILE + 1):
-                if (ty, tx) not in self.tiles:
-                    self.tiles[ty, tx] = mask[ty * _TILE:(ty + 1) * _TILE, tx * _TILE:(tx + 1) * _TILE].copy()
-        if self.box is None:
-            self.box = list(rect)
-        else:
-            b = self.box
-            b[0], b[1], b[2], b[3] = min(b[0], x0), min(b[1], y0), max(b[2], x1), max(b[3], y1)
-
-    def before(self, mask: np.ndarray, rect: Rect) -> np.ndarray:
-        """The content of ``rect`` as it was when the stroke began."""
-        x0, y0, x1, y1 = rect
-        out = mask[y0:y1, x0:x1].copy()
-        for (ty, tx), tile in self.tiles.items():
-            ty0, tx0 = ty * _TILE, tx * _TILE
-            # intersection of the tile and the rectangle
-            a0, a1 = max(ty0, y0), min(ty0 + tile.shape[0], y1)
-            b0, b1 = max(tx0, x0), min(tx0 + tile.shape[1], x1)
-            if a0 < a1 and b0 < b1:
-                out[a0 - y0:a1 - y0, b0 - x0:b1 - x0] = tile[a0 - ty0:a1 - ty0, b0 - tx0:b1 - tx0]
-        return out
-
-
 class MaskDocument:
-    """A binary mask with undoable edits.
+    """A label map (binary by default) with undoable edits.
 
     Every change is announced to the rect listeners with the rectangle it touched (also during a stroke,
     so a view can repaint as the pen moves); step listeners hear when a whole step is done (a stroke
@@ -144,11 +73,13 @@ class MaskDocument:
     _step_ids = itertools.count(1)
 
     def __init__(self, height: int, width: int, undo_depth: int = DEFAULT_UNDO_DEPTH,
-                 undo_budget: int = UNDO_BUDGET_BYTES):
+                 undo_budget: int = UNDO_BUDGET_BYTES, classes: ClassTable = BINARY):
         check_size(height, width)
         if undo_depth < 0:
             raise PriorPathError(f"undo depth must be 0 or more, got {undo_depth}")
-        self._mask = np.zeros((int(height), int(width)), np.uint8)
+        self._labels = np.zeros((int(height), int(width)), np.uint8)
+        self._classes = classes
+        self._tissue: Optional[np.ndarray] = None  # the 255/0 mask, made when first asked for, then kept in step
         self.undo_depth = int(undo_depth)
         self.undo_budget = int(undo_budget)
         self.path: Optional[Path] = None
@@ -156,7 +87,7 @@ class MaskDocument:
         self.version = 0
         self._undo: deque[tuple[int, object]] = deque()
         self._redo: list[tuple[int, object]] = []
-        self._stroke: Optional[_OpenStroke] = None
+        self._stroke: Optional[OpenStroke] = None
         self._base_state = 0  # state id with nothing to undo
         self._saved_state: Optional[int] = 0
         self._rect_listeners: list[RectListener] = []
@@ -170,25 +101,40 @@ class MaskDocument:
         """A document holding ``mask`` (binarised at 127), clean, with nothing to undo."""
         mask = binarise(mask)
         check_size(*mask.shape, what=str(path) if path else "mask")
-        doc = cls(*mask.shape, undo_depth=undo_depth)
-        doc._mask = mask
+        return cls.from_labels(binary_labels(mask), BINARY, path, undo_depth)
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, classes: ClassTable, path: Optional[Union[str, Path]] = None,
+                    undo_depth: int = DEFAULT_UNDO_DEPTH) -> "MaskDocument":
+        """A document holding the label map ``labels`` of ``classes``, clean, with nothing to undo."""
+        check_labels(labels, classes)
+        check_size(*labels.shape, what=str(path) if path else "label map")
+        doc = cls(*labels.shape, undo_depth=undo_depth, classes=classes)
+        doc._labels = np.array(labels, dtype=np.uint8)
         doc.path = Path(path) if path is not None else None
         return doc
 
     @classmethod
     def open(cls, path: Union[str, Path], undo_depth: int = DEFAULT_UNDO_DEPTH) -> "MaskDocument":
-        """Read a mask from a PNG/TIFF/JPEG image or a Labelme ``.json`` file.
+        """Read a mask from a PNG/TIFF/JPEG image or a Labelme ``.json`` file, or a label map from an indexed PNG.
 
-        Images follow ``trainer.data.mask_files``, the rule the command line uses too: grey is thresholded at
-        127 (and ``open_notice`` then says so, for the window to show), transparent pixels are air, 0/1 masks
-        and 16-bit images are understood, and a colour image is refused (it belongs under the mask as an
-        underlay). The size is checked from the file's header before anything is decoded.
+        An indexed PNG is a label map with its classes (``label_files``). Other images follow
+        ``trainer.data.mask_files``, the rule the command line uses too: grey is thresholded at 127 (and
+        ``open_notice`` then says so, for the window to show), transparent pixels are air, 0/1 masks and 16-bit
+        images are understood, and a colour image is refused (it belongs under the mask as an underlay). The size
+        is checked from the file's header before anything is decoded.
         """
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in OPEN_SUFFIXES:
             raise PriorPathError(f"{path}: cannot open '{suffix or 'no extension'}' files as masks "
                                  f"(expected {', '.join(sorted(OPEN_SUFFIXES))})")
+        if suffix == ".png" and is_indexed_png(path):
+            label_map = read_label_map(path, MIN_SIDE, MAX_SIDE)
+            if label_map is not None:
+                doc = cls.from_labels(label_map.labels, label_map.classes, path, undo_depth)
+                doc.open_notice = label_map.notice
+                return doc
         scale = _annotation_scale(path)
         read = read_mask_file(path, min_side=MIN_SIDE, max_side=MAX_SIDE,  # an all-air mask saved earlier reopens
                               geojson_scale=scale)
@@ -201,7 +147,9 @@ class MaskDocument:
         return doc
 
     def save_png(self, path: Optional[Union[str, Path]] = None) -> Path:
-        """Write the mask as a PNG atomically (to ``path`` or the document's own path); the document is clean."""
+        """Write the sketch as a PNG atomically (to ``path`` or the document's own path); the document is clean.
+
+        A binary sketch is a grey 255/0 mask; any other is an indexed PNG with its classes.json beside it."""
         self._commit_stroke()
         target = Path(path) if path is not None else self.path
         if target is None:
@@ -210,7 +158,10 @@ class MaskDocument:
             raise PriorPathError(f"{target}: masks are saved as .png")
         if not target.parent.is_dir():
             raise PriorPathError(f"{target}: folder {target.parent} does not exist")
-        atomic_write_bytes(target, encode_png(self._mask, compression=3))
+        if self.is_binary:
+            atomic_write_bytes(target, encode_png(self.mask, compression=3))
+        else:
+            write_label_map(target, self._labels, self._classes)
         self.path = target
         self.mark_clean()
         return target
@@ -226,20 +177,47 @@ class MaskDocument:
 
     @property
     def mask(self) -> np.ndarray:
-        """The live mask; read it, never write it (edits must go through the methods to be undoable)."""
-        return self._mask
+        """The live 255/0 tissue mask (every class but air); read it, never write it (edits must go through
+        the methods to be undoable). Kept up to date rectangle by rectangle once asked for."""
+        if self._tissue is None or self._tissue.shape != self._labels.shape:
+            self._tissue = tissue_of(self._labels)
+        return self._tissue
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The live label map of class ids; read it, never write it."""
+        return self._labels
+
+    @property
+    def classes(self) -> ClassTable:
+        return self._classes
+
+    @property
+    def is_binary(self) -> bool:
+        """Air and tissue only: saved and autosaved as a 255/0 mask, as before classes existed."""
+        return self._classes == BINARY
+
+    def class_value(self, value: int) -> int:
+        """The class id an edit's ``value`` paints: itself, or class 1 for ``TISSUE`` (255)."""
+        value = int(value)
+        if value == TISSUE:
+            return 1
+        if not 0 <= value < len(self._classes):
+            raise PriorPathError(f"class id {value} is not in table {self._classes.name!r} "
+                                 f"(ids 0-{len(self._classes) - 1})")
+        return value
 
     @property
     def height(self) -> int:
-        return self._mask.shape[0]
+        return self._labels.shape[0]
 
     @property
     def width(self) -> int:
-        return self._mask.shape[1]
+        return self._labels.shape[1]
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self._mask.shape
+        return self._labels.shape
 
     @property
     def dirty(self) -> bool:
@@ -279,6 +257,12 @@ class MaskDocument:
             self._step_listeners.remove(fn)
 
     def _announce(self, rect: Rect) -> None:
+        if self._tissue is not None:
+            if self._tissue.shape != self._labels.shape:
+                self._tissue = None
+            else:
+                x0, y0, x1, y1 = rect
+                self._tissue[y0:y1, x0:x1] = tissue_of(self._labels[y0:y1, x0:x1])
         for fn in list(self._rect_listeners):
             fn(rect)
 
@@ -292,11 +276,11 @@ class MaskDocument:
     def begin_stroke(self) -> None:
         """Start collecting stamps into one undo step (ends a stroke still open)."""
         self._commit_stroke()
-        self._stroke = _OpenStroke()
+        self._stroke = OpenStroke()
 
     def stamp(self, x: float, y: float, radius: float, value: int) -> Optional[Rect]:
-        """Paint a disc: the pixels whose centres lie within ``radius`` of (x, y). Returns the rectangle
-        touched, or None if the disc is off the canvas. Outside a stroke it is a step of its own."""
+        """Paint a disc of class ``value``: the pixels whose centres lie within ``radius`` of (x, y). Returns the
+        rectangle touched, or None if the disc is off the canvas. Outside a stroke it is a step of its own."""
         return self.stamp_segment(x, y, x, y, radius, radius, value)
 
     def stamp_segment(self, x0: float, y0: float, x1: float, y1: float,
@@ -304,7 +288,7 @@ class MaskDocument:
         """The pixels whose centres lie within the radius of the segment, the radius going linearly from
         ``radius0`` to ``radius1`` (a tapered capsule): no gaps however fast the pen moved, and exact discs
         (no one-pixel nubs at the poles, which OpenCV's circles leave) where the segment is a point."""
-        value = TISSUE if value else AIR
+        value = self.class_value(value)
         r0, r1 = max(0.5, float(radius0)), max(0.5, float(radius1))
         rmax = max(r0, r1)
         length = math.hypot(x1 - x0, y1 - y0)
@@ -330,7 +314,7 @@ class MaskDocument:
         implicit = self._stroke is None
         if implicit:
             self.begin_stroke()
-        self._stroke.remember(self._mask, rect)
+        self._stroke.remember(self._labels, rect)
         xa, ya, xb, yb = rect
         px = np.arange(xa, xb, dtype=np.float32)[None, :] + 0.5  # pixel centres
         py = np.arange(ya, yb, dtype=np.float32)[:, None] + 0.5
@@ -341,7 +325,7 @@ class MaskDocument:
             t = np.zeros((1, 1), np.float32)
         d2 = (px - (x0 + dx * t)) ** 2 + (py - (y0 + dy * t)) ** 2
         r = r0 + (r1 - r0) * t
-        self._mask[ya:yb, xa:xb][d2 <= r * r] = value
+        self._labels[ya:yb, xa:xb][d2 <= r * r] = value
         self._announce(rect)
         if implicit:
             self.end_stroke()
@@ -353,7 +337,7 @@ class MaskDocument:
         if stroke is None or stroke.box is None:
             return None
         rect = tuple(stroke.box)
-        return self._record(rect, stroke.before(self._mask, rect))
+        return self._record(rect, stroke.before(self._labels, rect))
 
     def _commit_stroke(self) -> None:
         if self._stroke is not None:
@@ -362,25 +346,26 @@ class MaskDocument:
     # -- whole operations ----------------------------------------------------------------------------
 
     def fill(self, x: float, y: float, value: int) -> Optional[Rect]:
-        """Flood-fill the 4-connected region of equal pixels around (x, y) with ``value``."""
+        """Flood-fill the 4-connected region of one class around (x, y) with class ``value``."""
         self._commit_stroke()
         col, row = math.floor(x), math.floor(y)
-        value = TISSUE if value else AIR
-        if not (0 <= col < self.width and 0 <= row < self.height) or self._mask[row, col] == value:
+        value = self.class_value(value)
+        if not (0 <= col < self.width and 0 <= row < self.height) or self._labels[row, col] == value:
             return None
         region = np.zeros((self.height + 2, self.width + 2), np.uint8)
-        _, _, _, (rx, ry, rw, rh) = cv2.floodFill(self._mask, region, (col, row), 0, 0, 0,
+        _, _, _, (rx, ry, rw, rh) = cv2.floodFill(self._labels, region, (col, row), 0, 0, 0,
                                                  4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
         rect = (rx, ry, rx + rw, ry + rh)
-        before = self._mask[ry:ry + rh, rx:rx + rw].copy()
-        self._mask[ry:ry + rh, rx:rx + rw][region[ry + 1:ry + rh + 1, rx + 1:rx + rw + 1] > 0] = value
+        before = self._labels[ry:ry + rh, rx:rx + rw].copy()
+        self._labels[ry:ry + rh, rx:rx + rw][region[ry + 1:ry + rh + 1, rx + 1:rx + rw + 1] > 0] = value
         self._announce(rect)
         return self._record(rect, before)
 
     def fill_polygon(self, points: Sequence[tuple[float, float]], value: int) -> Optional[Rect]:
-        """Fill the polygon through ``points`` (image coordinates, at least 3) with ``value``: the pixels
+        """Fill the polygon through ``points`` (image coordinates, at least 3) with class ``value``: the pixels
         whose centres are inside and those its outline passes through (so a lasso never leaves a seam)."""
         self._commit_stroke()
+        value = self.class_value(value)
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         if len(pts) < 3 or not np.all(np.isfinite(pts)):
             return None
@@ -389,40 +374,42 @@ class MaskDocument:
         if rect is None:
             return None
         x0, y0, x1, y1 = rect
-        before = self._mask[y0:y1, x0:x1].copy()
+        before = self._labels[y0:y1, x0:x1].copy()
         fixed = np.round((pts - 0.5) * (1 << _SHIFT)).astype(np.int32)
-        cv2.fillPoly(self._mask, [fixed], TISSUE if value else AIR, lineType=cv2.LINE_8, shift=_SHIFT)
+        cv2.fillPoly(self._labels, [fixed], value, lineType=cv2.LINE_8, shift=_SHIFT)
         self._announce(rect)
         return self._record(rect, before)
 
     def clear(self) -> Optional[Rect]:
         """Everything air."""
         self._commit_stroke()
-        rect = _bbox(self._mask > 0)
+        rect = _bbox(self._labels > 0)
         if rect is None:
             return None
         x0, y0, x1, y1 = rect
-        before = self._mask[y0:y1, x0:x1].copy()
-        self._mask[y0:y1, x0:x1] = AIR
+        before = self._labels[y0:y1, x0:x1].copy()
+        self._labels[y0:y1, x0:x1] = AIR
         self._announce(rect)
         return self._record(rect, before)
 
-    def invert(self) -> Rect:
-        """Tissue becomes air and air tissue."""
+    def invert(self, value: int = 1) -> Rect:
+        """Tissue (every class) becomes air, and air becomes class ``value``."""
         self._commit_stroke()
-        before = self._mask.copy()
-        np.subtract(TISSUE, self._mask, out=self._mask)
+        value = self.class_value(value)
+        before = self._labels.copy()
+        self._labels[...] = np.where(before == AIR, np.uint8(value), np.uint8(AIR))
         rect = (0, 0, self.width, self.height)
         self._announce(rect)
         return self._record(rect, before)
 
     def replace(self, mask: np.ndarray) -> Rect:
-        """Load a whole new mask (binarised at 127; it may have another size) as one undoable step."""
+        """Load a whole new mask (binarised at 127, tissue as class 1; it may have another size) as one
+        undoable step."""
         self._commit_stroke()
         new = binarise(mask)
         check_size(*new.shape)
-        before, self._mask = self._mask, new.copy()
-        self._push(_ReplaceStep(before, self._mask))
+        before, self._labels = self._labels, binary_labels(new)
+        self._push(ReplaceStep(before, self._labels))
         rect = (0, 0, self.width, self.height)
         self._announce(rect)
         self._step_done()
@@ -453,40 +440,36 @@ class MaskDocument:
         return rect
 
     def _record(self, rect: Rect, before: np.ndarray) -> Optional[Rect]:
-        """Make the change from ``before`` to the mask now in ``rect`` a step, trimmed to what really changed."""
+        """Make the change from ``before`` to the map now in ``rect`` a step, trimmed to what really changed."""
         x0, y0, x1, y1 = rect
-        changed = _bbox(before != self._mask[y0:y1, x0:x1])
+        changed = _bbox(before != self._labels[y0:y1, x0:x1])
         if changed is None:
             return None
         cx0, cy0, cx1, cy1 = changed
         trimmed = (x0 + cx0, y0 + cy0, x0 + cx1, y0 + cy1)
-        after = self._mask[trimmed[1]:trimmed[3], trimmed[0]:trimmed[2]]
-        self._push(_RegionStep(trimmed, before[cy0:cy1, cx0:cx1], after))
+        after = self._labels[trimmed[1]:trimmed[3], trimmed[0]:trimmed[2]]
+        self._push(RegionStep(trimmed, before[cy0:cy1, cx0:cx1], after))
         self._step_done()
         return trimmed
 
     def _push(self, step) -> None:
         self._redo.clear()
         self._undo.append((next(self._step_ids), step))
-        held = sum(_step_bytes(s) for _, s in self._undo)
+        held = sum(step_bytes(s) for _, s in self._undo)
         while len(self._undo) > self.undo_depth or (held > self.undo_budget and len(self._undo) > 1):
             # the oldest step becomes the base state: remember which id that is for ``dirty``
             state, oldest = self._undo.popleft()
             self._base_state = state
-            held -= _step_bytes(oldest)
+            held -= step_bytes(oldest)
 
     def undo_bytes(self) -> int:
-        """Memory held by the undo history (packed bits)."""
-        return sum(_step_bytes(s) for _, s in self._undo)
+        """Memory held by the undo history (packed bit planes)."""
+        return sum(step_bytes(s) for _, s in self._undo)
 
     def _clip(self, rect: Rect) -> Optional[Rect]:
         x0, y0, x1, y1 = rect
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
         return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
-
-
-def _step_bytes(step) -> int:
-    return step.before.nbytes + step.after.nbytes
 
 
 def _bbox(on: np.ndarray) -> Optional[Rect]:

@@ -17,12 +17,14 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QDockWidget, QFileDial
                                QMainWindow, QMessageBox, QScrollArea, QSpinBox, QWidget)
 
 from trainer import __version__
+from trainer.data.classes import BINARY, ClassTable
 from trainer.data.mask_files import MaskRead, read_mask_file
 from trainer.errors import PriorPathError
 from trainer.inference import default_model_path, resources_dir
 
 from .autosave import Autosaver
 from .canvas import CanvasView
+from .class_sketch import ClassSketchDialog
 from .cluster_browser import ClusterBrowser
 from .document import MaskDocument, read_image
 from .export_dialog import ExportDialog
@@ -142,8 +144,10 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         file = bar.addMenu("&File")
         self._action(file, "&New sketch…", self.new_sketch, QKeySequence.StandardKey.New)
+        self._action(file, "New &class sketch…", self.new_class_sketch,
+                     tip="draw classes (e.g. air, stroma, nuclei) instead of tissue and air")
         self._action(file, "&Open mask…", self.open_dialog, QKeySequence.StandardKey.Open,
-                     "open a PNG/TIFF mask or a Labelme JSON")
+                     "open a PNG/TIFF mask, an indexed PNG label map or a Labelme JSON")
         self._action(file, "Import &Labelme JSON…", self.import_labelme_dialog)
         self._action(file, "Open &fine mask for the RGB stage…", self.open_fine_dialog,
                      tip="draw the RGB tile of a fine mask you already have, skipping the mask stage")
@@ -356,14 +360,24 @@ class MainWindow(QMainWindow):
         buttons.rejected.connect(dialog.reject)
         form.addRow(buttons)
 
-        def accepted() -> None:
-            if height.value() * width.value() <= LARGE_SKETCH_PIXELS:  # a one-off huge canvas is not the new default
-                self.prefs.canvas_size = (height.value(), width.value())
-                self._prefs_timer.start()
-            self._set_document(MaskDocument(height.value(), width.value(), undo_depth=self.prefs.undo_depth))
-
-        dialog.accepted.connect(accepted)
+        dialog.accepted.connect(lambda: self._new_document(height.value(), width.value()))
         dialog.open()
+
+    def new_class_sketch(self) -> Optional[ClassSketchDialog]:
+        """A new sketch drawn in classes: the dialog asks for the size and the class table."""
+        if not self._may_discard():
+            return None
+        dialog = ClassSketchDialog(self.prefs.canvas_size, self.folders, self)
+        dialog.accepted.connect(lambda: self._new_document(*dialog.sketch_size(), classes=dialog.table()))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        dialog.open()
+        return dialog
+
+    def _new_document(self, height: int, width: int, classes: ClassTable = BINARY) -> None:
+        if height * width <= LARGE_SKETCH_PIXELS:  # a one-off huge canvas is not the new default
+            self.prefs.canvas_size = (height, width)
+            self._prefs_timer.start()
+        self._set_document(MaskDocument(height, width, undo_depth=self.prefs.undo_depth, classes=classes))
 
     def open_dialog(self) -> None:
         if not self._may_discard():
@@ -421,7 +435,8 @@ class MainWindow(QMainWindow):
         name = current.with_suffix(".png").name if current else f"{self.generation.sketch_name()}.png"
         # next to the opened file when that folder is writable, never in a read-only one
         start = self.folders.save_path(MASKS, name, current.parent if current else None)
-        path, _ = QFileDialog.getSaveFileName(self, "Save mask", start, "PNG mask (*.png)")
+        kind = "PNG mask (*.png)" if self.document.is_binary else "Label map, indexed PNG (*.png)"
+        path, _ = QFileDialog.getSaveFileName(self, "Save mask", start, kind)
         if not path:
             return False
         self.folders.remember(MASKS, path)
@@ -606,6 +621,8 @@ class MainWindow(QMainWindow):
                 "<tr><td><b>Left / right mouse</b></td><td>use the tool / erase (right-click fill and lasso "
                 "fill with air)</td></tr>"
                 "<tr><td><b>B, E, F, L</b></td><td>brush, eraser, bucket fill, lasso/polygon fill</td></tr>"
+                "<tr><td><b>1 – 9</b></td><td>the class brush, fill and lasso paint (a class sketch); the "
+                "eraser paints air</td></tr>"
                 "<tr><td><b>[ and ]</b></td><td>smaller / larger brush</td></tr>"
                 "<tr><td><b>Wheel, pinch</b></td><td>zoom around the cursor</td></tr>"
                 "<tr><td><b>Space-drag, middle button</b></td><td>pan</td></tr>"
@@ -650,7 +667,8 @@ class MainWindow(QMainWindow):
 
     def _update_title(self) -> None:
         name = self.document.path.name if self.document.path else "untitled sketch"
-        self.setWindowTitle(f"{name}{' *' if self.document.dirty else ''} — {APP_NAME}")
+        classes = "" if self.document.is_binary else f" [{self.document.classes.name}]"
+        self.setWindowTitle(f"{name}{' *' if self.document.dirty else ''}{classes} — {APP_NAME}")
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self._may_discard():

@@ -1,4 +1,4 @@
-"""The drawing tools dock: tool buttons, brush size, underlay opacity, and whole-mask actions.
+"""The drawing tools dock: tool buttons, the class palette, brush size, underlay opacity, whole-mask actions.
 
 The panel only talks to its ``CanvasView``: it calls the canvas's methods and follows its signals, so
 keyboard shortcuts on the canvas and the controls here always agree.
@@ -10,12 +10,14 @@ from PySide6.QtWidgets import (QButtonGroup, QGridLayout, QGroupBox, QHBoxLayout
                                QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from .canvas import MAX_RADIUS, MIN_RADIUS, TOOLS, CanvasView
+from .class_palette import ClassPalette
 
 TOOL_LABELS = {
-    "brush": ("Brush", "B", "Paint tissue; pen pressure sets the size, the pen's eraser end and the right "
+    "brush": ("Brush", "B", "Paint the current class; pen pressure sets the size, the pen's eraser end and the right "
                             "button erase"),
     "eraser": ("Eraser", "E", "Paint air"),
-    "fill": ("Fill", "F", "Fill the connected area under the pointer (right button fills with air)"),
+    "fill": ("Fill", "F", "Fill the connected area of one class under the pointer with the current class (right "
+                          "button fills with air)"),
     "lasso": ("Lasso", "L", "Drag to fill a freehand outline; or click corners and double-click or press Enter "
                             "to fill the polygon (Esc cancels; right button cuts air)"),
 }
@@ -46,6 +48,8 @@ class ToolPanel(QWidget):
             tools_layout.addWidget(button, i // 2, i % 2)
             button.clicked.connect(lambda _checked=False, name=name: self.canvas.set_tool(name))
         layout.addWidget(tools_box)
+        self.classes = ClassPalette(canvas)
+        layout.addWidget(self.classes)
 
         size_box = QGroupBox("Brush radius ([ and ])")
         size_layout = QHBoxLayout(size_box)
@@ -85,7 +89,8 @@ class ToolPanel(QWidget):
         self.clear_button = QPushButton("Clear")
         self.clear_button.setToolTip("Make everything air (undoable)")
         self.invert_button = QPushButton("Invert")
-        self.invert_button.setToolTip("Swap tissue and air (undoable)")
+        self.invert_button.setToolTip("Swap tissue and air: every class becomes air, air the current class "
+                                      "(undoable)")
         mask_layout.addWidget(self.clear_button)
         mask_layout.addWidget(self.invert_button)
         self.clear_button.clicked.connect(self.canvas.clear)
