@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop patches with a larger air fraction (default 0.85)")
     p.add_argument("--level", type=int, default=0, help="pyramid level of whole-slide files (default 0)")
     p.add_argument("--workers", type=int, default=0, help="threads for mask making and PNG encoding (default: auto)")
+    p.add_argument("--labels", choices=["he3"], default=None,
+                   help="also write class label maps by rule: he3 = air, stroma, nuclei (labels/, coarse_labels/, "
+                        "classes.json; H&E only)")
     p.set_defaults(func=_cmd_prepare)
 
     a = sub.add_parser("augment-sketches", parents=[common], help="grow a repository of coarse masks from hand-drawn sketches",
@@ -132,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--out", required=True, type=Path, help="output folder for <stem>.png masks")
     lm.add_argument("--hole-labels", default="air,background,hole,lumen",
                     help="comma-separated labels painted as air (default: air,background,hole,lumen)")
+    lm.add_argument("--classes", default=None, metavar="FILE|auto",
+                    help="write indexed label maps instead of masks: shapes paint the class their label names in "
+                         "this classes.json, or in a table made from all labels (auto); writes OUT/classes.json")
     lm.set_defaults(func=_cmd_labelme)
     t = sub.add_parser("train", parents=[common], help="train a model (pix2pix, cyclegan, pix2pixhd, dcgan, depas, analogy, quilt)",
                        description="Train on a folder written by 'priorpath prepare'. Settings come from the paper's "
@@ -255,7 +261,7 @@ def _cmd_prepare(args) -> int:
     from .data.prepare import PrepareSettings, prepare
 
     settings = PrepareSettings(stain=args.stain, patch=args.patch, stride=args.stride, threshold=args.threshold,
-                               max_background=args.max_background, level=args.level)
+                               max_background=args.max_background, level=args.level, labels=args.labels)
     bar = _Bar("patch", enabled=not args.no_progress)
     start = time.perf_counter()
     try:
@@ -287,8 +293,14 @@ def _cmd_labelme(args) -> int:
     from .data.labelme import import_labelme_files
 
     holes = {s.strip() for s in args.hole_labels.split(",") if s.strip()}
-    written = import_labelme_files(args.files, args.out, hole_labels=holes)
-    print(f"{len(written)} coarse masks written to {args.out}")
+    classes = args.classes
+    if classes is not None and classes != "auto":
+        from .data.classes import read_class_table
+
+        classes = read_class_table(classes)
+    written = import_labelme_files(args.files, args.out, hole_labels=holes, classes=classes)
+    kind = "coarse label maps" if classes is not None else "coarse masks"
+    print(f"{len(written)} {kind} written to {args.out}")
     return 0
 
 

@@ -6,6 +6,9 @@ Coordinates follow Labelme's own rasterisation: a point (x, y) is a position in 
 which pixel (col, row) has its centre at (col, row). Shapes are painted in file order, so a later
 shape overrides an earlier one; shapes labelled as holes paint air (0), all others tissue (255).
 Painting is clipped to the canvas, so shapes may reach past the image edges.
+
+With a class table (:func:`labelme_to_labels`), each shape paints the id of the class its label names
+instead, so a lab's own annotations become coarse label maps.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import cv2
 import numpy as np
@@ -24,6 +27,7 @@ from ..errors import PriorPathError
 from ..fileio import describe_os_error, ensure_writable_dir, find_files, remove_stale_temporaries, write_png
 from ..image_size import check_image_size
 from ..jobs import CancelToken, ProgressFn, check, no_progress
+from .classes import ClassTable, table_from_names, write_class_table, write_label_png
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ _IGNORED_SHAPES = {"line", "linestrip", "point", "points"}
 _SHIFT = 4  # fixed-point bits for cv2.fillPoly: vertices kept to 1/16 pixel instead of truncated
 #: Larger coordinates can only come from a corrupt file, and would overflow the fixed-point vertices.
 _MAX_COORD = 1e7
+_AIR_NAMES = {"air", "glass", "background"}  # the names a class table accepts for id 0
 
 
 def labelme_to_mask(data: dict, hole_labels: Iterable[str] = DEFAULT_HOLE_LABELS, source: str = "") -> np.ndarray:
@@ -42,18 +47,57 @@ def labelme_to_mask(data: dict, hole_labels: Iterable[str] = DEFAULT_HOLE_LABELS
 
     ``source`` names the file in error messages.
     """
+    holes = {str(h).strip().lower() for h in hole_labels}
+    return _paint_shapes(data, lambda label: AIR if label.lower() in holes else TISSUE, source)
+
+
+def labelme_to_labels(data: dict, table: Optional[ClassTable] = None, air_labels: Iterable[str] = DEFAULT_HOLE_LABELS,
+                      source: str = "") -> tuple[np.ndarray, ClassTable]:
+    """Paint the shapes of a parsed Labelme document as class ids: (HxW uint8 label map, class table).
+
+    A shape whose label names a class of ``table`` (ignoring case) paints that id; otherwise a label among
+    ``air_labels`` (or air, glass, background) paints air (0). Any other label is an error that names them
+    all. Without a table, one is made from the file's labels in order of appearance (``table_from_names``).
+    """
     where = f"{source}: " if source else ""
-    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
-        raise PriorPathError(f"{where}not a Labelme file (no 'shapes' list)")
+    _check_document(data, where)
+    air = {str(a).strip().lower() for a in air_labels} | _AIR_NAMES
+    if table is None:
+        table = table_from_names(shape_labels([data], air), "labelme")
+    ids = {c.name.strip().lower(): c.id for c in table.classes}
+    unknown = [lab for lab in shape_labels([data], keep_empty=True)
+               if lab.lower() not in ids and lab.lower() not in air]
+    if unknown:
+        raise PriorPathError(f"{where}labels not in class table {table.name!r} ({', '.join(table.names)}): "
+                             f"{', '.join(map(repr, unknown))}")
+    return _paint_shapes(data, lambda label: ids.get(label.lower(), AIR), source), table
+
+
+def shape_labels(docs: Iterable[dict], skip: Iterable[str] = (), keep_empty: bool = False) -> list[str]:
+    """The distinct shape labels of parsed Labelme documents, in order of first appearance, less ``skip``
+    (compared ignoring case) and less the empty label unless ``keep_empty``."""
+    skip = {s.lower() for s in skip}
+    seen: dict[str, str] = {}
+    for data in docs:
+        for shape in data.get("shapes", []) if isinstance(data, dict) else []:
+            label = str(shape.get("label", "")).strip() if isinstance(shape, dict) else ""
+            if (label or keep_empty) and label.lower() not in skip and label.lower() not in seen:
+                seen[label.lower()] = label
+    return list(seen.values())
+
+
+def _paint_shapes(data: dict, value_of: Callable[[str], int], source: str) -> np.ndarray:
+    """An HxW uint8 canvas of air with every shape painted, in file order, with ``value_of(label)``."""
+    where = f"{source}: " if source else ""
+    _check_document(data, where)
     height = _canvas_side(data, "imageHeight", where)
     width = _canvas_side(data, "imageWidth", where)
-    holes = {str(h).strip().lower() for h in hole_labels}
     mask = np.zeros((height, width), np.uint8)
     for index, shape in enumerate(data["shapes"]):
         if not isinstance(shape, dict):
             raise PriorPathError(f"{where}shape {index} is not a JSON object")
         label = str(shape.get("label", "")).strip()
-        value = AIR if label.lower() in holes else TISSUE
+        value = value_of(label)
         kind = shape.get("shape_type") or "polygon"  # files from old Labelme versions omit it
         what = f"{where}shape {index} ('{label}', {kind})"
         if kind in _IGNORED_SHAPES:
@@ -76,17 +120,27 @@ def labelme_to_mask(data: dict, hole_labels: Iterable[str] = DEFAULT_HOLE_LABELS
 def read_labelme(path: Union[str, Path], hole_labels: Iterable[str] = DEFAULT_HOLE_LABELS) -> np.ndarray:
     """The mask of one Labelme ``.json`` file."""
     path = Path(path)
+    return labelme_to_mask(_load(path), hole_labels, source=str(path))
+
+
+def read_labelme_labels(path: Union[str, Path], table: Optional[ClassTable] = None,
+                        air_labels: Iterable[str] = DEFAULT_HOLE_LABELS) -> tuple[np.ndarray, ClassTable]:
+    """The coarse label map of one Labelme ``.json`` file, and its class table (see :func:`labelme_to_labels`)."""
+    path = Path(path)
+    return labelme_to_labels(_load(path), table, air_labels, source=str(path))
+
+
+def _load(path: Path) -> dict:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise PriorPathError(f"{path}: cannot read ({describe_os_error(exc)})") from exc
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
+        return json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise PriorPathError(f"{path}: not a Labelme file (not UTF-8 text)") from exc
     except json.JSONDecodeError as exc:
         raise PriorPathError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
-    return labelme_to_mask(data, hole_labels, source=str(path))
 
 
 def find_labelme_files(paths: Iterable[Union[str, Path]]) -> list[Path]:
@@ -100,10 +154,14 @@ def import_labelme_files(
     hole_labels: Iterable[str] = DEFAULT_HOLE_LABELS,
     progress: ProgressFn = no_progress,
     cancel: Optional[CancelToken] = None,
+    classes: Union[ClassTable, str, None] = None,
 ) -> list[Path]:
     """Convert Labelme files (or folders of them) into ``out/<stem>.png`` masks; returns the written paths.
 
-    Rerunning overwrites the masks, so fixing an annotation and importing again just works.
+    With ``classes`` (a class table, or "auto" for one made from all the files' labels in order of first
+    appearance), the PNGs are indexed label maps and ``out/classes.json`` holds the table; ``hole_labels``
+    then paint air unless the table names them. Rerunning overwrites, so fixing an annotation and importing
+    again just works.
     """
     given = [Path(p) for p in paths]
     files = find_labelme_files(given)
@@ -119,19 +177,33 @@ def import_labelme_files(
     ensure_writable_dir(out)
     remove_stale_temporaries(out)
     holes = frozenset(hole_labels)
+    if classes == "auto":
+        skip = {h.lower() for h in holes} | _AIR_NAMES
+        classes = table_from_names(shape_labels((_load(f) for f in files), skip), "labelme")
+    if classes is not None:  # every file checked against the table before anything is written
+        for f in files:
+            read_labelme_labels(f, classes, holes)
+        write_class_table(out / "classes.json", classes)
     written: list[Path] = []
     progress(0, len(files), "")
     for i, f in enumerate(files):
         check(cancel)
-        mask = read_labelme(f, holes)
         target = out / f"{f.stem}.png"
-        write_png(target, mask)
+        if classes is None:
+            write_png(target, read_labelme(f, holes))
+        else:
+            write_label_png(target, read_labelme_labels(f, classes, holes)[0], classes)
         written.append(target)
         progress(i + 1, len(files), f.name)
     return written
 
 
 # -- painting -------------------------------------------------------------------------------------
+
+def _check_document(data, where: str) -> None:
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        raise PriorPathError(f"{where}not a Labelme file (no 'shapes' list)")
+
 
 def _canvas_side(data: dict, key: str, where: str) -> int:
     value = data.get(key)

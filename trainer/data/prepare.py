@@ -5,11 +5,12 @@ Layout of an output folder DIR::
     DIR/rgb/<stem>.png      RGB patch
     DIR/fine/<stem>.png     fine mask, 255 tissue / 0 air
     DIR/coarse/<stem>.png   coarse mask
+    DIR/labels/<stem>.png, DIR/coarse_labels/<stem>.png, DIR/classes.json   with ``labels`` (see labels.py)
     DIR/manifest.csv        one row per kept patch
     DIR/.prepare/           settings and a journal of every grid position already decided
 
 The journal is what makes a run resumable and idempotent: a position is appended to it only after its
-three files are in place, so after a crash a rerun skips what is done and redoes the rest.
+files are in place, so after a crash a rerun skips what is done and redoes the rest.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ import numpy as np
 from ..errors import PriorPathError
 from ..fileio import atomic_write_text, ensure_writable_dir, remove_stale_temporaries, write_png
 from ..jobs import CancelToken, ProgressFn, check, no_progress
-from . import masks
+from . import labels, masks
+from .classes import HE3, write_class_table
 from .slides import SourceReader, find_sources, histogram_level, level_histogram, open_source
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ MANIFEST_FIELDS = [
 ]
 JOURNAL_FIELDS = MANIFEST_FIELDS + ["kept"]
 SUBFOLDERS = ("rgb", "fine", "coarse")
+LABEL_SUBFOLDERS = ("labels", "coarse_labels")
+LABEL_RULES = ("he3",)
 STATE_DIR = ".prepare"
 
 
@@ -53,6 +57,7 @@ class PrepareSettings:
     threshold: Union[int, str, None] = None  # None = the stain's paper value; "auto" = Otsu per source
     max_background: float = 0.85
     level: int = 0
+    labels: Optional[str] = None  # "he3": also class label maps by rule (labels.py)
 
     def resolved(self) -> "PrepareSettings":
         """Validate and fill in defaults; raises PriorPathError with the offending value."""
@@ -72,8 +77,12 @@ class PrepareSettings:
             raise PriorPathError(f"--max-background must be within [0, 1], got {self.max_background}")
         if self.level < 0:
             raise PriorPathError(f"--level must be >= 0, got {self.level}")
+        if self.labels is not None and self.labels not in LABEL_RULES:
+            raise PriorPathError(f"unknown --labels '{self.labels}' (choose one of: {', '.join(LABEL_RULES)})")
+        if self.labels == "he3" and stain != "he":
+            raise PriorPathError("--labels he3 is a rule for H&E slides; it needs --stain he")
         return PrepareSettings(stain, tuple(self.patch), tuple(self.stride or self.patch), threshold,
-                               float(self.max_background), int(self.level))
+                               float(self.max_background), int(self.level), self.labels)
 
 
 @dataclass
@@ -192,6 +201,10 @@ def _process_source(plan: SourcePlan, settings: PrepareSettings, state: "_State"
 
     with open_source(plan.path) as reader:
         threshold = _threshold_for(reader, settings)
+        nuclei = None
+        if settings.labels:  # once per source, like the air threshold
+            nuclei = labels.source_threshold(reader, plan.positions, settings.patch, settings.level,
+                                             plan.downsample, threshold)
         source = str(plan.path.resolve())
         pending = []
         finished = len(plan.positions) - len(todo)
@@ -215,8 +228,11 @@ def _process_source(plan: SourcePlan, settings: PrepareSettings, state: "_State"
                     "width": settings.patch[1], "height": settings.patch[0], "level": settings.level,
                     "downsample": f"{plan.downsample:g}", "stain": settings.stain, "threshold": threshold,
                 }
+                if nuclei is not None:
+                    meta["nuclei_threshold"] = f"{nuclei:g}"
                 # Mask computation and PNG encoding release the GIL; reading stays on this thread.
-                pending.append(pool.submit(_make_patch, rgb, meta, threshold, settings.max_background, state.out))
+                pending.append(pool.submit(_make_patch, rgb, meta, threshold, settings.max_background, state.out,
+                                           nuclei))
                 drain(limit=window)
             drain(limit=0)
         finally:
@@ -225,7 +241,8 @@ def _process_source(plan: SourcePlan, settings: PrepareSettings, state: "_State"
     return counts
 
 
-def _make_patch(rgb: np.ndarray, meta: dict, threshold: int, max_background: float, out: Path) -> dict:
+def _make_patch(rgb: np.ndarray, meta: dict, threshold: int, max_background: float, out: Path,
+                nuclei: Optional[float] = None) -> dict:
     grey = masks.luma(rgb)
     fine = masks.fine_mask(grey, threshold)
     bg = masks.background_fraction(fine)
@@ -236,6 +253,8 @@ def _make_patch(rgb: np.ndarray, meta: dict, threshold: int, max_background: flo
     stem = meta["stem"]
     for folder, image in (("rgb", rgb), ("fine", fine), ("coarse", coarse)):
         write_png(out / folder / f"{stem}.png", image)
+    if nuclei is not None:
+        labels.write_patch_labels(out, stem, rgb, coarse, nuclei, threshold)
     row["kept"] = "1"
     return row
 
@@ -262,6 +281,9 @@ class _State:
         self.settings = settings
         self.state_dir = out / STATE_DIR
         self.journal_path = self.state_dir / "journal.csv"
+        extra = ["nuclei_threshold"] if settings.labels else []  # absent without labels: files as before
+        self.manifest_fields, self.journal_fields = MANIFEST_FIELDS + extra, JOURNAL_FIELDS + extra
+        self.subfolders = SUBFOLDERS + (LABEL_SUBFOLDERS if settings.labels else ())
         self.done: dict[str, dict] = {}
         self._stems: dict[str, str] = {}  # source stem -> resolved source path
         self._fh = None
@@ -273,6 +295,8 @@ class _State:
     def _settings_dict(self) -> dict:
         d = asdict(self.settings)
         d["patch"], d["stride"] = list(self.settings.patch), list(self.settings.stride)
+        if d["labels"] is None:
+            del d["labels"]  # settings.json of a run without labels stays as it was
         return d
 
     def _check_settings(self) -> None:
@@ -283,9 +307,11 @@ class _State:
             previous = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise PriorPathError(f"{path}: unreadable settings of an earlier run ({exc})") from exc
-        if previous != self._settings_dict():
-            changed = ", ".join(f"{k} {previous.get(k)} -> {v}" for k, v in self._settings_dict().items()
-                                if previous.get(k) != v)
+        current = self._settings_dict()
+        if previous != current:
+            keys = dict.fromkeys([*current, *previous])  # both ways: an option added or dropped
+            changed = ", ".join(f"{k} {previous.get(k)} -> {current.get(k)}" for k in keys
+                                if previous.get(k) != current.get(k))
             raise PriorPathError(f"{self.out} was prepared with other settings ({changed}); "
                                  "choose a new --out folder")
 
@@ -300,7 +326,7 @@ class _State:
             with open(self.journal_path, "r+b") as fh:
                 fh.truncate(len(data))
         for row in csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))):
-            if None in row.values() or set(row) != set(JOURNAL_FIELDS) or row["kept"] not in ("0", "1"):
+            if None in row.values() or set(row) != set(self.journal_fields) or row["kept"] not in ("0", "1"):
                 continue
             self.done[row["stem"]] = row
             base = row["stem"].rsplit("_x", 1)[0]
@@ -317,22 +343,26 @@ class _State:
         return base
 
     def files_exist(self, stem: str) -> bool:
-        return all((self.out / f / f"{stem}.png").is_file() for f in SUBFOLDERS)
+        return all((self.out / f / f"{stem}.png").is_file() for f in self.subfolders)
 
     def open_for_writing(self) -> None:
-        self._created_dirs = [d for d in (self.out, *(self.out / f for f in SUBFOLDERS), self.state_dir)
+        self._created_dirs = [d for d in (self.out, *(self.out / f for f in self.subfolders), self.state_dir)
                               if not d.exists()]
         ensure_writable_dir(self.out)
-        for f in SUBFOLDERS:
+        for f in self.subfolders:
             ensure_writable_dir(self.out / f)
             remove_stale_temporaries(self.out / f)
         ensure_writable_dir(self.state_dir)
         remove_stale_temporaries(self.out)
         new = not self.journal_path.exists()
-        self._created_files = [p for p in (self.state_dir / "settings.json", self.journal_path) if not p.exists()]
+        table = self.out / labels.CLASSES_FILE
+        self._created_files = [p for p in (self.state_dir / "settings.json", self.journal_path, table)
+                               if not p.exists()]
         atomic_write_text(self.state_dir / "settings.json", json.dumps(self._settings_dict(), indent=2) + "\n")
+        if self.settings.labels:
+            write_class_table(table, HE3)
         self._fh = open(self.journal_path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._fh, fieldnames=JOURNAL_FIELDS, lineterminator="\n")
+        self._writer = csv.DictWriter(self._fh, fieldnames=self.journal_fields, lineterminator="\n")
         if new:
             self._writer.writeheader()
             self._fh.flush()
@@ -376,7 +406,7 @@ class _State:
         rows = [r for r in self.done.values() if r["kept"] == "1" and self.files_exist(r["stem"])]
         rows.sort(key=lambda r: (r["source"], int(r["y"]), int(r["x"])))
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.manifest_fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.out / "manifest.csv", buf.getvalue())
@@ -396,7 +426,8 @@ def link_subset(prepared: Union[str, Path], out: Union[str, Path], stems: Iterab
     with their manifest rows: a train or held-out split that ``priorpath train`` and ``eval`` read as is."""
     prepared, out = Path(prepared), Path(out)
     keep = set(stems)
-    for kind in ("coarse", "fine", "rgb"):
+    kinds = ("coarse", "fine", "rgb") + tuple(k for k in LABEL_SUBFOLDERS if (prepared / k).is_dir())
+    for kind in kinds:
         (out / kind).mkdir(parents=True, exist_ok=True)
         for stem in sorted(keep):
             src, dst = prepared / kind / f"{stem}.png", out / kind / f"{stem}.png"
@@ -406,6 +437,8 @@ def link_subset(prepared: Union[str, Path], out: Union[str, Path], stems: Iterab
                 os.link(src, dst)
             except OSError:
                 shutil.copyfile(src, dst)
+    if (prepared / labels.CLASSES_FILE).is_file():
+        shutil.copyfile(prepared / labels.CLASSES_FILE, out / labels.CLASSES_FILE)
     rows = [r for r in read_manifest(prepared) if r["stem"] in keep]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else MANIFEST_FIELDS, lineterminator="\n")
