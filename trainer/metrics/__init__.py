@@ -6,6 +6,7 @@ One module per job:
 - `inception`: the standard FID Inception-v3 weights (verified by hash), preprocessing, feature cache.
 - `frechet`: FID and KID from Inception features.
 - `distributions`: per-mask tissue fraction, boundary density and component count; KS and KL on them.
+- `labelsets`: label maps of a set (class table, class fractions); per-class KS/KL and label-map FID.
 - `prdc`: precision, recall, density and coverage (Naeem et al. 2020).
 - `coverage`: the t-SNE map and the 3x3 grid analysis with local FID (Fig. 3).
 - `plots`: the report's PNG figures (matplotlib, Agg only).

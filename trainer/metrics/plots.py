@@ -114,3 +114,24 @@ def histograms_png(stats: Mapping[str, Mapping[str, np.ndarray]], real_label: st
     axes[0].legend(fontsize=8)
     fig.suptitle("Per-mask statistics (bins as used for KL)")
     return _png(fig)
+
+
+def class_histograms_png(names: list[str], fractions: Mapping[str, np.ndarray], real_label: str = "real") -> bytes:
+    """Per class, normalised histograms of the per-map class fraction on the bins KL uses; real in black.
+
+    ``fractions``: set name ("" for the real set) -> N x classes array."""
+    edges = BIN_EDGES[TISSUE]  # class fractions share the tissue fraction's bins (labelsets)
+    fakes = [n for n in fractions if n]
+    colours = _colours(fakes)
+    fig = Figure(figsize=(4.7 * len(names), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for c, (ax, name) in enumerate(zip(axes, names)):
+        for set_name in ["", *fakes]:
+            counts = histogram(fractions[set_name][:, c], edges)
+            ax.stairs(counts / max(counts.sum(), 1), edges, lw=3 if not set_name else 1.5,
+                      color=REAL_COLOUR if not set_name else colours[set_name], label=set_name or real_label)
+        ax.set_xlabel(f"{name} fraction")
+        ax.set_ylabel("share of label maps")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Per-map class fractions (bins as used for KL)")
+    return _png(fig)

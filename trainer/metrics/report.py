@@ -14,6 +14,12 @@ for the masks not in the cache, the metrics, the t-SNE grid analysis and the fil
     REPORT/per_mask.csv   every mask's statistics, t-SNE position and grid cell
     REPORT/tsne.png, REPORT/grid.png, REPORT/histograms.png
 
+When the real set and a generated set both hold label maps (see ``labelsets``), that set's metrics also
+hold ``fid_labels``, ``n_labels``, ``ks_class_<name>``, ``kl_class_<name>`` and ``class_fraction_mean``,
+metrics.csv gets their columns after the others, meta.json the class table, and two more files are
+written: REPORT/class_fractions.csv (every label map's class fractions) and REPORT/class_histograms.png.
+A set of binary masks only gives exactly the report above.
+
 All sets must hold masks of one size (the statistics depend on resolution; FID does not, but comparing
 sets at different resolutions is almost always a mistake). See the modules for each metric's definition.
 """
@@ -32,13 +38,15 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..data.classes import AIR
 from ..errors import PriorPathError
 from ..fileio import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ..jobs import CancelToken, ProgressFn, check, no_progress
-from . import coverage, distributions, plots
+from . import coverage, distributions, labelsets, plots
 from .frechet import fid, kid
 from .inception import FeatureCache, InceptionFeatures, default_cache_dir
-from .masksets import BINARY_THRESHOLD, list_masks, mask_folder, mask_key, read_mask
+from .labelsets import LabelSet
+from .masksets import BINARY_THRESHOLD, MaskFile, list_masks, mask_folder, mask_key, read_mask
 from .prdc import K, prdc
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,7 @@ CSV_COLUMNS = [
     ("KS components", "ks_components"), ("KL components", "kl_components"), ("N", "n"), ("N real", "n_real"),
 ]
 REPORT_FILES = ("metrics.json", "metrics.csv", "meta.json", "per_mask.csv", "tsne.png", "grid.png", "histograms.png")
+LABEL_REPORT_FILES = ("class_fractions.csv", "class_histograms.png")  # only when label maps are compared
 
 
 @dataclass(frozen=True)
@@ -91,9 +100,22 @@ class MaskSet:
     shape: Optional[tuple[int, int]] = None
     nonbinary: int = 0
     features: Optional[np.ndarray] = None
+    labels: Optional[LabelSet] = None  # the set's label maps, when it has them
+    from_labels: bool = False  # the masks are the tissue of the label maps (a folder of label maps)
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def read(self, path: Path) -> MaskFile:
+        if self.from_labels:
+            assert self.labels is not None
+            return MaskFile(path, self.labels.read(path) != AIR, False)
+        return read_mask(path)
+
+    def load(self, i: int) -> tuple[str, np.ndarray]:
+        """(cache key, tissue) of mask ``i``, as the feature pass needs it."""
+        tissue = self.read(self.files[i]).tissue
+        return mask_key(tissue), tissue
 
 
 @dataclass
@@ -117,13 +139,14 @@ def evaluate(
     settings.check()
     out = Path(out)
     _check_names([n for n, _ in fakes])
-    real_set = MaskSet("real", "real", Path(real), list_masks("real", Path(real)))
-    fake_sets = [MaskSet(n, f"fake '{n}'", Path(f), list_masks(f"fake '{n}'", Path(f))) for n, f in fakes]
+    real_set = _mask_set("real", "real", Path(real))
+    fake_sets = [_mask_set(n, f"fake '{n}'", Path(f)) for n, f in fakes]
     sets = [real_set, *fake_sets]
     for s in sets:
         if len(s) <= settings.k:
             raise PriorPathError(f"{s.label}: only {len(s)} masks in {s.folder}; at least {settings.k + 1} "
                                  "are needed")
+    labelled = _label_pairs(real_set, fake_sets, settings.k)  # the fakes compared class by class
     extractor = InceptionFeatures(settings.device, settings.weights)
     extractor.load()
 
@@ -133,10 +156,13 @@ def evaluate(
         _scan(s, lambda i: progress(done + i, total, f"checking {s.name}"), cancel)
         done += len(s)
     _check_sizes(real_set, fake_sets)
+    label_sets = [real_set.labels, *(s.labels for s in labelled)] if labelled else []
+    _scan_labels(label_sets, progress, cancel)
     ensure_writable_dir(out)
 
     cache = FeatureCache((settings.cache_dir or default_cache_dir()) if settings.use_cache else None, extractor.tag)
     computed = _features(sets, extractor, cache, settings.batch_size, progress, cancel)
+    computed += _features(label_sets, extractor.rgb, cache, settings.batch_size, progress, cancel, "label maps")
 
     steps = len(fake_sets) + 2
     metrics: dict[str, dict] = {}
@@ -144,6 +170,8 @@ def evaluate(
         check(cancel)
         progress(i, steps, f"metrics {s.name}")
         metrics[s.name] = _metrics(real_set, s, settings)
+        if any(s is t for t in labelled):
+            metrics[s.name].update(_class_metrics(real_set.labels, s.labels, settings))
     progress(len(fake_sets), steps, "t-SNE")
     chosen, points, grid, grids = coverage.coverage_analysis(
         real_set.features, {s.name: s.features for s in fake_sets}, settings.grid, settings.min_cell,
@@ -154,7 +182,8 @@ def evaluate(
     check(cancel)
     progress(len(fake_sets) + 1, steps, "writing report")
     dataset = settings.dataset or _dataset_name(real_set.folder)
-    _write_report(out, metrics, real_set, fake_sets, chosen, points, grid, grids, settings, dataset, extractor)
+    _write_report(out, metrics, real_set, fake_sets, chosen, points, grid, grids, settings, dataset, extractor,
+                  labelled)
     progress(steps, steps, "")
     return EvalResult(out, metrics, real_set, fake_sets, computed)
 
@@ -171,13 +200,57 @@ def _check_names(names: list[str]) -> None:
         seen.add(n)
 
 
+def _mask_set(name: str, label: str, folder: Path) -> MaskSet:
+    """A set's masks, and its label maps when it has them (a folder of label maps gives both)."""
+    labels = labelsets.find_label_set(label, folder)
+    if labels is not None and labels.folder == folder:
+        return MaskSet(name, label, folder, labels.files, labels=labels, from_labels=True)
+    return MaskSet(name, label, folder, list_masks(label, folder), labels=labels)
+
+
+def _label_pairs(real: MaskSet, fakes: list[MaskSet], k: int) -> list[MaskSet]:
+    """The fakes whose label maps are compared with the real ones; tables and counts checked now."""
+    if real.labels is None:
+        for s in fakes:
+            if s.labels is not None:
+                log.warning("%s has label maps but the real set has none; per-class metrics skipped", s.label)
+        return []
+    pairs = []
+    for s in fakes:
+        if s.labels is None:
+            log.warning("%s has no label maps; its per-class metrics are left blank", s.label)
+            continue
+        labelsets.check_tables(real.labels, s.labels)
+        pairs.append(s)
+    for ls in [real.labels, *(s.labels for s in pairs)] if pairs else []:
+        if len(ls) <= k:
+            raise PriorPathError(f"{ls.label}: only {len(ls)} label maps in {ls.folder}; at least {k + 1} "
+                                 "are needed")
+    return pairs
+
+
+def _scan_labels(label_sets: list[LabelSet], progress, cancel: Optional[CancelToken]) -> None:
+    if not label_sets:
+        return
+    palette = label_sets[0].table.palette()  # the real set's colours for every set (see labelsets)
+    total, done = sum(len(s) for s in label_sets), 0
+    for s in label_sets:
+        labelsets.scan(s, palette, lambda i: progress(done + i, total, "checking label maps"), cancel)
+        done += len(s)
+    real = label_sets[0]
+    for s in label_sets[1:]:
+        if s.shape != real.shape:
+            raise PriorPathError(f"{s.label}: label maps are {_hw(s.shape)} (HxW) but the real ones are "
+                                 f"{_hw(real.shape)}; resize one set so both have the same size")
+
+
 def _scan(s: MaskSet, progress, cancel: Optional[CancelToken]) -> None:
     """Read every mask once: check it, hash it, compute its statistics."""
     rows: list[dict[str, float]] = []
     first: Optional[Path] = None
     for i, path in enumerate(s.files):
         check(cancel)
-        mask = read_mask(path)
+        mask = s.read(path)
         if s.shape is None:
             s.shape, first = mask.shape, path
         elif mask.shape != s.shape:
@@ -204,9 +277,11 @@ def _check_sizes(real: MaskSet, fakes: list[MaskSet]) -> None:
                                  f"{_hw(real.shape)}; resize one set so both have the same size")
 
 
-def _features(sets: list[MaskSet], extractor: InceptionFeatures, cache: FeatureCache, batch_size: int,
-              progress: ProgressFn, cancel: Optional[CancelToken]) -> int:
-    """Fill every set's features from the cache or the network; returns how many masks were computed."""
+def _features(sets: list, extractor, cache: FeatureCache, batch_size: int, progress: ProgressFn,
+              cancel: Optional[CancelToken], what: str = "masks") -> int:
+    """Fill every set's features from the cache or ``extractor``; returns how many images were computed.
+
+    A set has ``keys``, ``files`` and ``load(i) -> (key, image)`` (a `MaskSet` or a `LabelSet`)."""
     known: dict[str, np.ndarray] = {}
     todo: list[tuple[MaskSet, int]] = []
     for s in sets:
@@ -220,24 +295,26 @@ def _features(sets: list[MaskSet], extractor: InceptionFeatures, cache: FeatureC
                 known[key] = None  # type: ignore[assignment]  # placeholder: computed below, once per key
                 todo.append((s, i))
     total = len(todo)
+    if not sets:
+        return 0
     progress(0, total, "Inception features")
     for start in range(0, total, batch_size):
         check(cancel)
         batch = todo[start:start + batch_size]
-        masks = []
+        images = []
         for s, i in batch:
-            mask = read_mask(s.files[i])
-            if mask_key(mask.tissue) != s.keys[i]:
+            key, image = s.load(i)
+            if key != s.keys[i]:
                 raise PriorPathError(f"{s.files[i]}: the file changed during the evaluation; run it again")
-            masks.append(mask.tissue)
-        features = extractor(masks)
+            images.append(image)
+        features = extractor(images)
         for (s, i), f in zip(batch, features):
             known[s.keys[i]] = f
             cache.put(s.keys[i], f)
         progress(start + len(batch), total, f"Inception features ({batch[-1][0].name})")
     for s in sets:
         s.features = np.stack([known[k] for k in s.keys]).astype(np.float32)
-    log.info("Inception features: %d computed, %d from the cache", total, cache.hits)
+    log.info("Inception features of %s: %d computed, %d from the cache so far", what, total, cache.hits)
     return total
 
 
@@ -250,6 +327,13 @@ def _metrics(real: MaskSet, fake: MaskSet, settings: EvalSettings) -> dict:
     result.update(distributions.compare(real.stats, fake.stats, settings.kl_alpha))
     result.update(prdc(real.features, fake.features, settings.k))
     result["nonbinary"] = fake.nonbinary
+    return result
+
+
+def _class_metrics(real: LabelSet, fake: LabelSet, settings: EvalSettings) -> dict:
+    result = {"n_labels": len(fake), "fid_labels": fid(real.features, fake.features)}
+    result.update(labelsets.compare(real, fake, settings.kl_alpha))
+    result["class_fraction_mean"] = dict(zip(real.table.names, fake.fractions.mean(axis=0).tolist()))
     return result
 
 
@@ -281,12 +365,14 @@ def _fmt(value) -> str:
     return f"{float(value):.6g}" if math.isfinite(float(value)) else ""
 
 
-def metrics_csv(metrics: dict[str, dict], dataset: str) -> str:
+def metrics_csv(metrics: dict[str, dict], dataset: str, columns: Sequence[tuple[str, str]] = ()) -> str:
+    """``columns``: (header, key) pairs after the standard ones (the per-class metrics)."""
+    cols = [*CSV_COLUMNS, *columns]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([c for c, _ in CSV_COLUMNS])
+    writer.writerow([c for c, _ in cols])
     for name, m in metrics.items():
-        writer.writerow([name, dataset, *(_fmt(m.get(key)) for _, key in CSV_COLUMNS[2:])])
+        writer.writerow([name, dataset, *(_fmt(m.get(key)) for _, key in cols[2:])])
     return buf.getvalue()
 
 
@@ -335,11 +421,25 @@ def _meta(real: MaskSet, fakes: list[MaskSet], settings: EvalSettings, dataset: 
 
 
 def _write_report(out: Path, metrics: dict, real: MaskSet, fakes: list[MaskSet], chosen, points, grid, grids,
-                  settings: EvalSettings, dataset: str, extractor: InceptionFeatures) -> None:
+                  settings: EvalSettings, dataset: str, extractor: InceptionFeatures,
+                  labelled: Sequence[MaskSet] = ()) -> None:
     sets = [real, *fakes]
     atomic_write_text(out / "metrics.json", json.dumps(_json_ready(metrics), indent=2) + "\n")
-    atomic_write_text(out / "metrics.csv", metrics_csv(metrics, dataset))
+    columns = labelsets.csv_columns(real.labels.table.names) if labelled else ()
+    atomic_write_text(out / "metrics.csv", metrics_csv(metrics, dataset, columns))
     meta = _meta(real, fakes, settings, dataset, extractor, grid)
+    if labelled:
+        meta["classes"] = {"table": real.labels.table.to_json(), "real": str(real.labels.folder),
+                           "n_real": len(real.labels), "size_hw": list(real.labels.shape or ()),
+                           "real_fraction_mean": dict(zip(real.labels.table.names,
+                                                          real.labels.fractions.mean(axis=0).tolist())),
+                           "fakes": {s.name: str(s.labels.folder) for s in labelled},
+                           "fraction_bins": labelsets.FRACTION_EDGES.tolist()}
+        label_sets, names = [real.labels, *(s.labels for s in labelled)], ["real", *(s.name for s in labelled)]
+        atomic_write_text(out / "class_fractions.csv", labelsets.fractions_csv(label_sets, names))
+        atomic_write_bytes(out / "class_histograms.png", plots.class_histograms_png(
+            real.labels.table.names, {"": real.labels.fractions, **{s.name: s.labels.fractions for s in labelled}},
+            real_label=f"real {dataset}"))
     atomic_write_text(out / "meta.json", json.dumps(_json_ready(meta), indent=2) + "\n")
     atomic_write_text(out / "per_mask.csv", _per_mask_csv(sets, chosen, points, grid))
     atomic_write_bytes(out / "tsne.png", plots.tsne_png(points, grid, real_label=f"real {dataset}"))
