@@ -70,7 +70,7 @@ def save_checkpoint(path: Path, model: GanModel, config: dict, state: dict,
     metadata = {
         "format": FORMAT,
         "model": model.name,
-        "options": json.dumps(dataclasses.asdict(model.options)),
+        "options": json.dumps(model.saved_options()),
         "size": json.dumps(list(model.size)),
         "config": json.dumps(config),
         "state": json.dumps(state),

@@ -167,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Compare folders of generated masks with a folder of real masks (a folder written by "
                                     "'priorpath prepare' means its fine/ masks). Writes REPORT/metrics.json, metrics.csv "
                                     "(the paper's Table 2 layout), meta.json, per_mask.csv, tsne.png, grid.png and "
-                                    "histograms.png. Inception features are cached per mask, so a rerun is cheap.")
+                                    "histograms.png. Inception features are cached per mask, so a rerun is cheap. When both sets "
+                                    "hold label maps (a prepared/export folder with labels/ and classes.json, or a folder "
+                                    "of indexed PNGs with classes.json in it or its parent), it also reports per-class KS "
+                                    "and KL on class fractions and FID on coloured label maps.")
     ev.add_argument("--real", required=True, type=Path, metavar="DIR", help="folder of real masks (0/255 PNGs)")
     ev.add_argument("--fake", required=True, action="append", type=_named_folder, metavar="NAME=DIR",
                     help="a generated set and its folder (repeatable)")
@@ -211,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--coarse", nargs="+", type=Path, metavar="DIR|FILE", help="coarse masks or folders")
     given.add_argument("--fine", nargs="+", type=Path, metavar="DIR|FILE",
                        help="fine masks or folders: skip the mask stage and draw RGB tiles for them")
+    given.add_argument("--coarse-labels", nargs="+", type=Path, metavar="DIR|FILE",
+                       help="coarse label maps (indexed PNGs; classes.json beside them) -> OUT/labels/<stem>.png "
+                            "(indexed fine label maps), OUT/rgb and OUT/classes.json; the models default to the "
+                            "class-aware mask_he3 and rgb_he3")
+    given.add_argument("--fine-labels", nargs="+", type=Path, metavar="DIR|FILE",
+                       help="fine label maps: skip the mask stage and draw RGB tiles whose he3 labels are the maps")
     g.add_argument("--out", type=Path, help="output folder (not with --slide)")
     g.add_argument("--variations", type=int, default=1, metavar="K",
                    help="K samples per input, <stem>_v0 ... with seeds S ... S+K-1 (default 1)")
@@ -240,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment the sketches (default) or use them as they are")
     x.add_argument("--size", type=_size, default=None, metavar="HxW",
                    help="sample size (default: the size the mask model was trained at)")
+    x.add_argument("--classes", choices=["he3"], default=None,
+                   help="the sketches are label maps (indexed PNGs; classes.json beside them): models default to "
+                        "mask_he3/rgb_he3, and OUT gets labels/, coarse_labels/ and classes.json (a class-aware "
+                        "--mask-model does this too)")
     x.add_argument("--shard", type=_shard, default=None, metavar="K/N",
                    help="make shard K (0 to N-1) of an N-way split: the samples i with i mod N = K; "
                         "join the N shard folders with merge-exports")
@@ -381,6 +394,11 @@ def _cmd_eval(args) -> int:
         print(f"{name:<20} {m['n']:>6} {m['fid']:>9.2f} {m['kid']:>8.4f} {m['ks']:>6.3f} {m['kl']:>7.3f} "
               f"{m['precision']:>6.3f} {m['recall']:>6.3f} {m['density']:>6.3f} {m['coverage']:>6.3f} "
               f"{m['cells_covered']:>6.2f}")
+    for name, m in result.metrics.items():  # label maps: only sets compared class by class have these
+        if "fid_labels" in m:
+            per_class = ", ".join(f"{c} {m[f'ks_class_{c}']:.3f}/{m[f'kl_class_{c}']:.3f}"
+                                  for c in m["class_fraction_mean"])
+            print(f"{name}: label maps N {m['n_labels']}, FID {m['fid_labels']:.2f}; class fraction KS/KL: {per_class}")
     print(f"{result.computed} masks through Inception in {time.perf_counter() - start:.1f} s; report in {args.out}")
     return 0
 
@@ -396,10 +414,18 @@ def _cmd_compact(args) -> int:
 def _engine(args):
     from .inference import Engine
 
-    fine_given = bool(getattr(args, "fine", None))  # generate --fine: no mask stage
+    from .inference import default_model_path
+
+    fine_given = bool(getattr(args, "fine", None) or getattr(args, "fine_labels", None))  # no mask stage
     if fine_given and args.rgb_model is not None and str(args.rgb_model).lower() == "none":
         raise PriorPathError("generate --fine draws RGB tiles: it needs an RGB model, not --rgb-model none")
-    engine = Engine("none" if fine_given else args.mask_model, args.rgb_model, device=args.device, style=args.style)
+    mask_model, rgb_model = args.mask_model, args.rgb_model
+    classes = "he3" if getattr(args, "coarse_labels", None) or getattr(args, "fine_labels", None) else \
+        getattr(args, "classes", None)
+    if classes:  # label maps: the class-aware defaults
+        mask_model = default_model_path("mask", classes) if mask_model is None else mask_model
+        rgb_model = default_model_path("rgb", classes) if rgb_model is None else rgb_model
+    engine = Engine("none" if fine_given else mask_model, rgb_model, device=args.device, style=args.style)
     if engine.style:
         log.info("style: %s", engine.style)
     for role, label in engine.describe().items():
@@ -438,11 +464,13 @@ def _cmd_generate(args) -> int:
         raise PriorPathError("generate needs --out DIR (or --slide OUT.tif for a whole slide)")
     engine = _engine(args)
     bar = _Bar("sample", enabled=not args.no_progress)
+    inputs = args.coarse or args.fine or args.coarse_labels or args.fine_labels
+    labels = bool(args.coarse_labels or args.fine_labels)
     try:
-        result = _with_cancel(lambda cancel: generate_files(args.coarse or args.fine, args.out, engine, seed=args.seed,
+        result = _with_cancel(lambda cancel: generate_files(inputs, args.out, engine, seed=args.seed,
                                                             variations=args.variations, progress=bar, cancel=cancel,
-                                                            stage="rgb" if args.fine else "fine",
-                                                            workers=args.workers))
+                                                            stage="rgb" if args.fine or args.fine_labels else "fine",
+                                                            workers=args.workers, labels=labels))
     finally:
         bar.close()
     where = " and ".join(str(d) for d in (result.fine_dir, result.rgb_dir) if d is not None)
@@ -455,7 +483,8 @@ def _cmd_slide(args) -> int:
     from .slide import estimate_seconds, generate_slide, plan_slide
 
     if not args.coarse or len(args.coarse) != 1 or args.coarse[0].is_dir():
-        raise PriorPathError("--slide makes one slide: give one sketch file with --coarse")
+        raise PriorPathError("--slide makes one slide: give one sketch file with --coarse (label maps cannot make "
+                             "slides yet)")
     if args.out is not None or args.variations != 1:
         raise PriorPathError("--slide writes OUT.tif and its companions: leave out --out and --variations")
     sketch = read_coarse(args.coarse[0], geojson_scale=args.scale)  # a slide's GeoJSON is in level-0 pixels
@@ -485,6 +514,8 @@ def _cmd_export(args) -> int:
     from .export import export_dataset
 
     engine = _engine(args)
+    if args.classes and (engine.mask is None or getattr(engine.mask.module, "table", None) is None):
+        raise PriorPathError(f"--classes {args.classes}: the mask model is binary; give a class-aware --mask-model")
     bar = _Bar("sample", enabled=not args.no_progress)
     start = time.perf_counter()
     try:

@@ -14,6 +14,16 @@ files are all there, so a rerun after ``kill -9`` at any moment redoes at most t
 duplicates one, and leaves no truncated file. A larger ``count`` later extends the dataset. The files are
 byte for byte the same whatever the number of workers.
 
+With class-aware models (``Engine.classes`` set, e.g. ``mask_he3``/``rgb_he3``) the sketches are label maps
+(indexed PNGs of that table) and each sample also has, segmentation-ready beside ``rgb/<stem>.png``::
+
+    DIR/labels/syn_000000.png         the fine label map (indexed PNG: pixel values are class ids)
+    DIR/coarse_labels/syn_000000.png  the augmented sketch
+    DIR/classes.json                  the class table (also in export.json: a resume with another is refused)
+
+``coarse/`` and ``fine/`` then hold their tissue masks, and the manifest a ``class_fractions`` column (the
+fine label map's fraction of each class id, as JSON).
+
 ``shard=(K, N)`` makes only the samples ``i`` with ``i % N == K``: N shards, run anywhere, together hold
 the dataset of one run with the same settings, and ``priorpath merge-exports`` (``trainer.merge``) joins
 them. A shard's export.json also records the shard and the count.
@@ -35,11 +45,13 @@ from .data.sketches import augment_sketch, find_sketches, read_sketch_set
 from .errors import Cancelled, PriorPathError
 from .fileio import (atomic_write_bytes, atomic_write_text, describe_os_error, encode_png, ensure_writable_dir,
                      remove_stale_temporaries)
-from .inference import Engine, file_hash
+from .inference import Engine, file_hash, model_classes
 from .jobs import CancelToken, ProgressFn, no_progress
 from .pool import ordered_map, resolve_workers, worker_devices
 
 MANIFEST_FIELDS = ["stem", "source", "augment", "params", "seed", "mask_model", "rgb_model"]
+LABEL_FIELDS = ["class_fractions"]  # label exports only, so binary manifests stay as they were
+LABEL_KINDS = ("coarse_labels", "labels")
 SETTINGS_FILE = "export.json"
 SHARD_KEYS = ("shard", "count")  # in a shard's export.json only; "count" may change (a larger one extends)
 
@@ -64,9 +76,10 @@ class ExportJob:
     """Sample ``i`` from its index alone; pickles without its engine, so a worker process rebuilds that."""
 
     def __init__(self, engine: Engine, sketches: list[np.ndarray], seed: int, augment: bool,
-                 size: tuple[int, int], cancel: Optional[CancelToken] = None):
+                 size: tuple[int, int], cancel: Optional[CancelToken] = None, table=None):
         self.spec, self.engine, self.cancel = engine.spec(), engine, cancel
         self.sketches, self.seed, self.augment, self.size = sketches, seed, augment, size
+        self.table = table  # a class table: the sketches are label maps
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "engine": None, "cancel": None}  # a worker is stopped, not cancelled
@@ -79,6 +92,8 @@ class ExportJob:
         rng = np.random.default_rng([self.seed, i])
         sketches = self.sketches
         which = int(rng.integers(len(sketches))) if self.augment else i % len(sketches)
+        if self.table is not None:
+            return self._labelled(i, which, rng)
         if self.augment:
             coarse, params = augment_sketch(sketches[which], self.size, rng)
         else:
@@ -87,6 +102,23 @@ class ExportJob:
         fine, rgb = self.engine.generate(coarse, sample_seed, cancel=self.cancel)
         images = {"coarse": coarse, "fine": fine, "rgb": rgb}
         return i, which, params, sample_seed, {k: encode_png(v) for k, v in images.items() if v is not None}
+
+    def _labelled(self, i: int, which: int, rng: np.random.Generator) -> tuple[int, int, dict, int, dict[str, bytes]]:
+        from .data.classes import class_fractions, encode_label_png, tissue_of
+        from .data.label_sketches import augment_labels
+
+        if self.augment:
+            coarse, params = augment_labels(self.sketches[which], self.size, rng, len(self.table))
+        else:
+            coarse, params = self.sketches[which], {}
+        sample_seed = int(rng.integers(2 ** 31))
+        fine, rgb = self.engine.generate_labels(coarse, sample_seed, cancel=self.cancel)
+        pngs = {"coarse": encode_png(tissue_of(coarse)), "fine": encode_png(tissue_of(fine)),
+                "coarse_labels": encode_label_png(coarse, self.table), "labels": encode_label_png(fine, self.table)}
+        if rgb is not None:
+            pngs["rgb"] = encode_png(rgb)
+        params["class_fractions"] = [round(float(f), 4) for f in class_fractions(fine, len(self.table))]
+        return i, which, params, sample_seed, pngs
 
 
 def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Path], count: int, engine: Engine,
@@ -110,16 +142,24 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
     if min(size) < 16:
         raise PriorPathError(f"--size must be at least 16x16, got {size[0]}x{size[1]}")
     given = [Path(p) for p in sketch_paths]
+    table = model_classes(engine.mask)
     paths = find_sketches(given, exclude=out)
+    if table is not None:  # label maps: images only (classes.json sits beside them)
+        paths = [p for p in paths if p.suffix.lower() != ".json"]
     if not paths:
         raise PriorPathError(f"no sketches in {', '.join(map(str, given)) or '(nothing given)'}")
-    read = read_sketch_set(paths, size, stop_at_bad_sketch)  # every sketch checked before any write
+    if table is not None:
+        from .data.label_sketches import read_label_sketches
+
+        read = read_label_sketches(paths, table, size, stop_at_bad_sketch)
+    else:
+        read = read_sketch_set(paths, size, stop_at_bad_sketch)  # every sketch checked before any write
     paths, sketches = read.paths, read.masks
     sources = [str(p.resolve()) for p in paths]
     mask_hash = engine.mask.sha
     rgb_hash = engine.rgb_model.sha if engine.rgb_model is not None else "none"
 
-    folders = {k: out / k for k in ("coarse", "fine", "rgb")}
+    folders = {k: out / k for k in ("coarse", "fine", "rgb") + (LABEL_KINDS if table is not None else ())}
     if engine.rgb_model is None:
         del folders["rgb"]
     for folder in (out, *folders.values()):
@@ -129,31 +169,41 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
                 "rgb_model": rgb_hash, "sketches": [file_hash(p) for p in paths]}
     if engine.style_sha:  # only when set, so exports made before --style existed still resume
         settings["style"] = engine.style_sha
+    if table is not None:  # only then, so binary exports made before classes existed still resume
+        settings["classes"] = table.to_json()
     if shard is not None:
         settings.update(shard=f"{first}/{step}", count=count)
     _check_settings(out, settings)
+    if table is not None:
+        from .data.classes import write_class_table
+
+        write_class_table(out / "classes.json", table)
     done = finished_rows(out, folders)
-    _rewrite_manifest(out, done)
+    _rewrite_manifest(out, done, table is not None)
 
     generated = 0
     wanted = range(first, count, step)  # this shard's samples (all of them unsharded)
     present = sum(1 for s in done if sample_index(s) < count)
     todo = (i for i in wanted if _stem(i) not in done)  # lazy: no list of N indices
     n = resolve_workers(workers, engine.compute_device.split(":")[0], items=len(wanted) - present)
-    job = ExportJob(engine, sketches, seed, augment, size, cancel)
+    job = ExportJob(engine, sketches, seed, augment, size, cancel, table)
     samples = ordered_map(job, todo, n, cancel, worker_devices(engine.compute_device, n))
     manifest = open(out / "manifest.csv", "a", newline="", encoding="utf-8")
     try:
-        writer = csv.DictWriter(manifest, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        fields = MANIFEST_FIELDS + (LABEL_FIELDS if table is not None else [])
+        writer = csv.DictWriter(manifest, fieldnames=fields, lineterminator="\n")
         progress(present, len(wanted), "resuming" if present else "")
         with contextlib.closing(samples):  # leaving early (an error) stops the workers at once
             for i, which, params, sample_seed, pngs in samples:
                 stem = _stem(i)
                 for kind, data in pngs.items():
                     atomic_write_bytes(folders[kind] / f"{stem}.png", data)
+                fractions = params.pop("class_fractions", None)
                 row = {"stem": stem, "source": sources[which], "augment": int(augment),
                        "params": json.dumps(params, sort_keys=True, separators=(",", ":")), "seed": sample_seed,
                        "mask_model": mask_hash, "rgb_model": rgb_hash}
+                if fractions is not None:
+                    row["class_fractions"] = json.dumps(fractions, separators=(",", ":"))
                 writer.writerow(row)
                 manifest.flush()  # the row lands after its files: a row always means a whole sample
                 done[stem] = row
@@ -168,7 +218,7 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
                              f"command to continue") from exc
     finally:
         manifest.close()
-    _rewrite_manifest(out, done)  # sorted, and without the half line a killed run may have left
+    _rewrite_manifest(out, done, table is not None)  # sorted, and without the half line a killed run may have left
     return ExportResult(sum(1 for s in done if sample_index(s) < count), generated, out, read.skipped)
 
 
@@ -230,15 +280,18 @@ def finished_rows(out: Path, folders: dict[str, Path]) -> dict[str, dict]:
     return rows
 
 
-def manifest_text(rows: dict[str, dict]) -> str:
-    """manifest.csv's text: the header, then the rows sorted by stem."""
+def manifest_text(rows: dict[str, dict], labelled: Optional[bool] = None) -> str:
+    """manifest.csv's text: the header, then the rows sorted by stem; ``labelled`` adds ``LABEL_FIELDS``
+    (None: when the rows have them)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    if labelled is None:
+        labelled = any("class_fractions" in row for row in rows.values())
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS + (LABEL_FIELDS if labelled else []), lineterminator="\n")
     writer.writeheader()
     for stem in sorted(rows):
         writer.writerow(rows[stem])
     return buf.getvalue()
 
 
-def _rewrite_manifest(out: Path, rows: dict[str, dict]) -> None:
-    atomic_write_text(out / "manifest.csv", manifest_text(rows), durable=False)
+def _rewrite_manifest(out: Path, rows: dict[str, dict], labelled: bool = False) -> None:
+    atomic_write_text(out / "manifest.csv", manifest_text(rows, labelled), durable=False)

@@ -11,6 +11,11 @@ models' noise: dropout or noise maps in pix2pix, the example choice in analogy).
 by threads; calls are serialised by a lock because seeding touches torch's global RNG. ``Engine.spec()``
 describes an engine in a picklable form, so a worker process can build the same engine
 (``Engine.from_spec``) for bulk generation (``trainer.pool``).
+
+Class-aware models (``analogy``/``quilt`` trained with ``classes=he3``; defaults ``mask_he3``/``rgb_he3``)
+take and give label maps (HxW uint8 class ids) instead: ``fine_labels``, ``rgb_labels`` and
+``generate_labels``. ``Engine.classes`` is their class table (None for binary models); a binary mask given
+to a class-aware model, or a label map to a binary one, is refused with the reason.
 """
 from __future__ import annotations
 
@@ -46,11 +51,17 @@ def resources_dir() -> Path:
     return Path(frozen) / "resources" if frozen else Path(__file__).resolve().parents[1] / "resources"
 
 
-def default_model_path(role: str) -> Path:
-    """The shipped default model for ``role`` ("mask" or "rgb")."""
+def default_model_path(role: str, classes: Optional[str] = None) -> Path:
+    """The shipped default model for ``role`` ("mask" or "rgb"); with ``classes`` (e.g. "he3") the
+    class-aware one (``mask_he3.safetensors``)."""
     if role not in ("mask", "rgb"):
         raise ValueError(role)
-    return resources_dir() / "models" / f"{role}_default.safetensors"
+    return resources_dir() / "models" / f"{role}_{classes or 'default'}.safetensors"
+
+
+def model_classes(model: Optional["LoadedModel"]):
+    """The class table of a loaded class-aware model, None for a binary one (or no model)."""
+    return getattr(model.module, "table", None) if model is not None else None
 
 
 def file_hash(path: Path) -> str:
@@ -108,6 +119,10 @@ def check_mask(mask: np.ndarray, what: str) -> np.ndarray:
         raise PriorPathError(f"{what}: {h}x{w} is outside the sizes the engine takes "
                              f"({MIN_SIDE} to {MAX_SIDE} pixels a side)")
     levels = np.unique(mask)
+    if len(levels) > 2 and levels.max() < 10 and mask.dtype == np.uint8:
+        raise PriorPathError(f"{what}: a label map (class ids {', '.join(map(str, levels.tolist()))}), but this model "
+                             f"is binary (tissue/air); give a binary mask, or load a class-aware model "
+                             f"(e.g. resources/models/mask_he3.safetensors with --coarse-labels)")
     if len(levels) > 2 or not set(levels.tolist()) <= {0, 1, 255}:
         raise PriorPathError(f"{what}: not a binary mask ({len(levels)} grey levels, e.g. "
                              f"{', '.join(map(str, levels[:4].tolist()))}); a mask holds only air (0) and "
@@ -178,7 +193,6 @@ class Engine:
         ``paths``: image files, folders of images, or prepared folders (see ``trainer.style``); ``groups``
         names a group per file found (e.g. its slide) where the caller knows better than the folders.
         """
-        from .quilting import Library
         from .stain import StainNormaliser
         from .style import read_style
 
@@ -198,7 +212,7 @@ class Engine:
                 raise PriorPathError(f"--style: {len(groups)} group names for {len(tiles)} images")
             found = list(groups)
         quilt = self.rgb_model.name == "quilt"
-        library = Library(tiles, found, self.rgb_model.module.options.settings()) if quilt else None
+        library = self.rgb_model.module.build_library(tiles, found) if quilt else None
         normaliser = None if quilt else StainNormaliser.fit(tiles)
         digest = hashlib.sha256()
         for tile, group in zip(tiles, found):
@@ -256,12 +270,18 @@ class Engine:
             described["rgb"] += f", style from {self.style}"
         return described
 
+    @property
+    def classes(self):
+        """The class table the engine draws (the mask model's, else the RGB model's); None when binary."""
+        return model_classes(self.mask) or model_classes(self.rgb_model)
+
     # --- public calls ---------------------------------------------------------------------------------------
     def fine(self, coarse: np.ndarray, seed: int = 0, progress: ProgressFn = no_progress,
              cancel: Optional[CancelToken] = None) -> np.ndarray:
         """A coarse mask (HxW, 0/255) -> a fine mask of the same size (0/255 uint8)."""
         if self.mask is None:
             raise PriorPathError("no coarse->fine model loaded")
+        _refuse_classes(self.mask, "coarse mask", "fine_labels (generate --coarse-labels)")
         coarse = check_mask(coarse, "coarse mask")
         x = torch.from_numpy(coarse).float().div(127.5).sub(1)[None]
         out = self._run(self.mask, x, seed, progress, cancel)
@@ -275,6 +295,7 @@ class Engine:
         picks one."""
         if self.rgb_model is None:
             raise PriorPathError("no fine->RGB model loaded")
+        _refuse_classes(self.rgb_model, "fine mask", "rgb_labels (generate --fine-labels)")
         fine = check_mask(fine, "fine mask")
         x = torch.from_numpy(fine).float().div(127.5).sub(1)[None]
         out = self._run(self.rgb_model, x, seed, progress, cancel, group=style_group)
@@ -288,6 +309,56 @@ class Engine:
         """Coarse -> (fine, RGB or None when no RGB model is loaded)."""
         fine = self.fine(coarse, seed, cancel=cancel)
         return fine, (self.rgb(fine, seed, cancel=cancel) if self.rgb_model is not None else None)
+
+    def fine_labels(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None) -> np.ndarray:
+        """A coarse label map (HxW uint8 class ids of ``classes``) -> a fine label map of the same size."""
+        table = model_classes(self.mask)
+        if table is None:
+            raise PriorPathError("the coarse->fine model is binary (tissue/air): give it a coarse mask, or load a "
+                                 "class-aware one (e.g. resources/models/mask_he3.safetensors)" if self.mask else
+                                 "no coarse->fine model loaded")
+        coarse = check_label_map(coarse, table, "coarse label map")
+        return self._run_labels(self.mask, coarse, seed, cancel)
+
+    def rgb_labels(self, fine: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None,
+                   style_group: Optional[str] = None, details: bool = False):
+        """A fine label map (HxW uint8 ids) -> an RGB tile (HxWx3 uint8) whose class rule gives the map back.
+
+        ``details``: the ``quilting_classes.LabelSynthesis`` instead (the tile, its slide and the slide's
+        nuclei threshold, with which ``trainer.data.labels.he3_labels`` labels the tile)."""
+        table = model_classes(self.rgb_model)
+        if table is None:
+            raise PriorPathError("the fine->RGB model is binary (tissue/air): give it a fine mask, or load a "
+                                 "class-aware one (e.g. resources/models/rgb_he3.safetensors)" if self.rgb_model else
+                                 "no fine->RGB model loaded")
+        fine = check_label_map(fine, table, "fine label map")
+        result = self._run_labels(self.rgb_model, fine, seed, cancel, style_group)
+        return result if details else result.rgb
+
+    def generate_labels(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None
+                        ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Coarse label map -> (fine label map, RGB or None without an RGB model). With a binary RGB model
+        the tile is drawn for the fine map's tissue (``tissue_of``): air/tissue exact, classes not drawn."""
+        fine = self.fine_labels(coarse, seed, cancel)
+        if self.rgb_model is None:
+            return fine, None
+        if model_classes(self.rgb_model) is None:
+            from .data.classes import tissue_of
+
+            return fine, self.rgb(tissue_of(fine), seed, cancel=cancel)
+        return fine, self.rgb_labels(fine, seed, cancel)
+
+    def _run_labels(self, model: LoadedModel, labels: np.ndarray, seed: int, cancel: Optional[CancelToken],
+                    group: Optional[str] = None):
+        """A class-aware example-based model on one label map: the mask model's fine label map, or the RGB
+        model's ``LabelSynthesis``."""
+        with self._lock, torch.inference_mode(), self._seeded(seed):
+            check(cancel)
+            generator = torch.Generator().manual_seed(int(seed))
+            if model is self.rgb_model:
+                return model.module.synthesize(labels, generator, group)
+            out = model.module.translate(torch.from_numpy(np.array(labels))[None, None], generator)
+            return out[0, 0].numpy()
 
     # --- the work ---------------------------------------------------------------------------------------------
     def _run(self, model: LoadedModel, x: torch.Tensor, seed: int, progress: ProgressFn,
@@ -364,6 +435,27 @@ class Engine:
         with torch.random.fork_rng(devices=devices, device_type="cuda"):
             torch.manual_seed(int(seed))
             yield
+
+
+def check_label_map(labels: np.ndarray, table, what: str) -> np.ndarray:
+    """A label map of ``table`` within the engine's sizes, or one clear line saying what is wrong."""
+    from .models.analogy_labels import check_label_input
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise PriorPathError(f"{what}: a label map must be a single-channel image, got shape {labels.shape}")
+    h, w = labels.shape
+    if min(h, w) < MIN_SIDE or max(h, w) > MAX_SIDE:
+        raise PriorPathError(f"{what}: {h}x{w} is outside the sizes the engine takes "
+                             f"({MIN_SIDE} to {MAX_SIDE} pixels a side)")
+    return check_label_input(labels, table, what)
+
+
+def _refuse_classes(model: LoadedModel, what: str, instead: str) -> None:
+    table = model_classes(model)
+    if table is not None:
+        raise PriorPathError(f"{model.path.name} draws {table.name} label maps ({', '.join(table.names)}), not "
+                             f"binary masks: a {what} does not fit it; use {instead}, or a binary model")
 
 
 def _pick_device(name: str) -> torch.device:

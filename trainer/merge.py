@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Union
 
 from .errors import Cancelled, PriorPathError
-from .export import SETTINGS_FILE, SHARD_KEYS, finished_rows, manifest_text, parse_shard, read_settings, sample_index
+from .export import LABEL_KINDS, SETTINGS_FILE, SHARD_KEYS, finished_rows, manifest_text, parse_shard, read_settings, sample_index
 from .fileio import atomic_copy, atomic_write_text, ensure_writable_dir, remove_stale_temporaries
 from .jobs import CancelToken, ProgressFn, check, no_progress
 
@@ -63,6 +63,9 @@ def merge_exports(shard_dirs: Iterable[Union[str, Path]], out: Union[str, Path],
                              f"folders")
 
     kinds = ["coarse", "fine"] + ([] if first.settings.get("rgb_model") == "none" else ["rgb"])
+    labelled = "classes" in first.settings  # an export of label maps: their folders and table too
+    if labelled:
+        kinds += list(LABEL_KINDS)
     rows: dict[str, tuple[Path, dict]] = {}  # stem -> (the shard folder holding it, its manifest row)
     for k in range(n):
         shard = by_k[k]
@@ -79,7 +82,7 @@ def merge_exports(shard_dirs: Iterable[Union[str, Path]], out: Union[str, Path],
         rows.update((stem, (shard.folder, row)) for stem, row in mine.items())
 
     merged = {key: value for key, value in first.settings.items() if key not in SHARD_KEYS}
-    manifest = manifest_text({stem: row for stem, (_, row) in rows.items()})
+    manifest = manifest_text({stem: row for stem, (_, row) in rows.items()}, labelled)
     _check_out(out, merged, manifest, [s.folder for s in shards])
 
     # export.json first: it marks the folder as this merge's, so an interrupted merge can be rerun
@@ -87,6 +90,10 @@ def merge_exports(shard_dirs: Iterable[Union[str, Path]], out: Union[str, Path],
         ensure_writable_dir(folder)
         remove_stale_temporaries(folder)
     atomic_write_text(out / SETTINGS_FILE, json.dumps(merged, indent=1) + "\n")
+    if labelled:
+        from .data.classes import ClassTable, write_class_table
+
+        write_class_table(out / "classes.json", ClassTable.from_json(merged["classes"], f"{first.folder} export.json"))
     progress(0, len(rows), "")
     try:
         for done, stem in enumerate(sorted(rows), 1):

@@ -240,7 +240,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         c = self.config
-        kinds = self.model_cls.kinds
+        kinds = self.model_cls.data_kinds(self.options)
         if self.model_cls.paired:
             self.dataset = PairedMaskDataset(c.data, size=self.size, augment=c.augment, seed=c.seed, kinds=kinds)
         else:
@@ -253,9 +253,9 @@ class Trainer:
         self.total_steps = c.epochs * self.steps_per_epoch
         if c.max_steps:
             self.total_steps = min(self.total_steps, c.max_steps)
-        still = PairedMaskDataset(c.data, size=self.size, augment=False, kinds=self.model_cls.kinds)
+        still = PairedMaskDataset(c.data, size=self.size, augment=False, kinds=kinds)
         items = [still[i] for i in range(min(PREVIEW_ITEMS, len(still)))]
-        self.preview_batch = {k: torch.stack([it[k] for it in items]) for k in self.model_cls.kinds}
+        self.preview_batch = {k: torch.stack([it[k] for it in items]) for k in kinds}
         self.workers = c.workers if c.workers >= 0 else (min(4, os.cpu_count() or 1) if self.device.type == "cuda" else 0)
 
     def _build_model(self, checkpoint: Optional[Checkpoint]) -> None:
@@ -265,6 +265,7 @@ class Trainer:
         self.step, self.seconds_before = 0, 0.0
         if checkpoint is not None:
             load_weights(model, checkpoint.tensors, checkpoint.path)
+        model.use_data(Path(c.data))  # a class-aware model takes (or checks) the folder's class table
         place_model(model, self.device, c)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP

@@ -1,6 +1,7 @@
 """Paired (coarse, fine, rgb) patches from a prepared folder, for training.
 
 Tensors are float32 in [-1, 1] (the range a tanh generator outputs): masks are 1xHxW, RGB is 3xHxW.
+Label maps (``labels``, ``coarse_labels``: indexed PNGs of ``prepare --labels``) are 1xHxW uint8 class ids.
 """
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ from ..image_size import check_image_size
 from .prepare import read_manifest
 
 KINDS = ("coarse", "fine", "rgb")
+LABEL_KINDS = ("coarse_labels", "labels")  # class-aware models read these instead of coarse/fine
 
 
 def read_image(path: Path, kind: str) -> np.ndarray:
-    """A mask (HxW uint8, 0/255) or an RGB patch (HxWx3 uint8) written by ``prepare``."""
+    """A mask (HxW uint8, 0/255), a label map (HxW uint8 ids) or an RGB patch (HxWx3 uint8) written by ``prepare``."""
+    if kind in LABEL_KINDS:
+        from .classes import read_label_png
+
+        check_image_size(path)
+        return np.array(read_label_png(path)[0])  # a writable copy for torch
     flag = cv2.IMREAD_GRAYSCALE if kind != "rgb" else cv2.IMREAD_COLOR
     check_image_size(path)  # a prepared folder can be any folder the user names
     image = cv2.imread(str(path), flag)
@@ -45,6 +52,20 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrinking = h <= mask.shape[0] and w <= mask.shape[1]
     resized = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_NEAREST)
     return np.where(resized >= 128, 255, 0).astype(np.uint8)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a label map: downscaling keeps each output pixel's majority class (per-class area averages),
+    upscaling is nearest-neighbour, so no id is ever invented between two others."""
+    h, w = size
+    if labels.shape == (h, w):
+        return labels
+    if not (h <= labels.shape[0] and w <= labels.shape[1]):
+        return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    ids = np.unique(labels)
+    shares = np.stack([cv2.resize((labels == c).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+                       for c in ids])
+    return ids[shares.argmax(0)].astype(np.uint8)
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -73,7 +94,9 @@ def apply_transform(image: np.ndarray, k: int, mirror: bool) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
+def _to_tensor(image: np.ndarray, kind: str = "") -> torch.Tensor:
+    if kind in LABEL_KINDS:
+        return torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)  # ids stay ids
     t = torch.from_numpy(image).float().div_(127.5).sub_(1.0)
     return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
 
@@ -101,9 +124,13 @@ class PairedMaskDataset(Dataset):
         self.stems = list(stems)
         if not self.stems:
             raise PriorPathError(f"{self.root}: no patches to load")
-        unknown = set(kinds) - set(KINDS)
+        unknown = set(kinds) - set(KINDS) - set(LABEL_KINDS)
         if unknown:
-            raise PriorPathError(f"unknown kinds {sorted(unknown)}; expected a subset of {KINDS}")
+            raise PriorPathError(f"unknown kinds {sorted(unknown)}; expected a subset of {KINDS + LABEL_KINDS}")
+        missing = [k for k in kinds if k in LABEL_KINDS and not (self.root / k).is_dir()]
+        if missing:
+            raise PriorPathError(f"{self.root}: no {missing[0]}/ folder; a class-aware model learns from label maps "
+                                 f"(prepare with --labels he3)")
         self.kinds = tuple(kinds)
         self.size = tuple(size) if size else None
         self.augment = augment
@@ -124,22 +151,22 @@ class PairedMaskDataset(Dataset):
         if len(set(shapes.values())) != 1:
             raise PriorPathError(f"{self.root}: patch '{stem}' has mismatched sizes {shapes}")
         for k, a in arrays.items():
-            if k != "rgb" and not np.isin(a, (0, 255)).all():
+            if k in KINDS and k != "rgb" and not np.isin(a, (0, 255)).all():
                 raise PriorPathError(f"{self.root / k / stem}.png: mask is not binary (values other than 0/255)")
         return arrays
 
     def __getitem__(self, index: int) -> dict:
         arrays = self.load_arrays(index)
         if self.size:
-            arrays = {k: resize_rgb(a, self.size) if k == "rgb" else resize_mask(a, self.size)
-                      for k, a in arrays.items()}
+            resize = {"rgb": resize_rgb, "labels": resize_labels, "coarse_labels": resize_labels}
+            arrays = {k: resize.get(k, resize_mask)(a, self.size) for k, a in arrays.items()}
         if self.augment:
             shape = next(iter(arrays.values())).shape[:2]
             rng = np.random.default_rng([self.seed, self.epoch, index])
             options = transforms_for(shape)
             k, mirror = options[int(rng.integers(len(options)))]
             arrays = {name: apply_transform(a, k, mirror) for name, a in arrays.items()}
-        item = {k: _to_tensor(a) for k, a in arrays.items()}
+        item = {k: _to_tensor(a, k) for k, a in arrays.items()}
         item["stem"] = self.stems[index]
         return item
 

@@ -193,13 +193,33 @@ def _r(v: float) -> float:
 
 
 def _apply(base: np.ndarray, p: dict, rng: np.random.Generator) -> np.ndarray:
-    h, w = base.shape
+    base = flipped(base, p)
+    map_x, map_y = warp_maps(base.shape, p, rng)
+    warped = cv2.remap(base, map_x, map_y, cv2.INTER_LINEAR, borderMode=_BORDERS[p["border"]], borderValue=0)
+    return jittered(np.where(warped > 127, 255, 0).astype(np.uint8), p)
+
+
+def flipped(base: np.ndarray, p: dict) -> np.ndarray:
     if p["hflip"]:
         base = base[:, ::-1]
     if p["vflip"]:
         base = base[::-1, :]
-    base = np.ascontiguousarray(base)
+    return np.ascontiguousarray(base)
 
+
+def jittered(out: np.ndarray, p: dict) -> np.ndarray:
+    """The morphological jitter of an augmentation (dilation or erosion by ``morph_radius``)."""
+    r = p["morph_radius"]
+    if r > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        # OpenCV's default border never wins a max or min, so the canvas edge itself neither grows nor eats tissue.
+        out = (cv2.dilate if p["morph"] == "dilate" else cv2.erode)(out, kernel)
+    return out
+
+
+def warp_maps(shape: tuple[int, int], p: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps of an augmentation's affine and elastic warp (draws the elastic field from ``rng``)."""
+    h, w = shape
     # Output pixel -> sketch pixel: undo the affine (about the canvas centre) after the elastic offset.
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     theta, shear = math.radians(p["rotation_deg"]), math.radians(p["shear_deg"])
@@ -213,15 +233,7 @@ def _apply(base: np.ndarray, p: dict, rng: np.random.Generator) -> np.ndarray:
     ys = np.arange(h, dtype=np.float32)[:, None] + dy - np.float32(cy + ty)
     map_x = (a * xs + b * ys + cx).astype(np.float32)
     map_y = (c * xs + d * ys + cy).astype(np.float32)
-    warped = cv2.remap(base, map_x, map_y, cv2.INTER_LINEAR, borderMode=_BORDERS[p["border"]], borderValue=0)
-    out = np.where(warped > 127, 255, 0).astype(np.uint8)
-
-    r = p["morph_radius"]
-    if r > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        # OpenCV's default border never wins a max or min, so the canvas edge itself neither grows nor eats tissue.
-        out = (cv2.dilate if p["morph"] == "dilate" else cv2.erode)(out, kernel)
-    return out
+    return map_x, map_y
 
 
 def _displacement(rng: np.random.Generator, h: int, w: int, alpha: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,9 @@ class Options(ModelOptions):
     context_weight: float = 1.0  # weight of the context features against the block's own
     overlap: int = 0  # pixels shared by neighbouring blocks, at most block / 2 (0: a fixed grid, no cuts)
     tolerance: float = 4.0  # with overlap: candidates within this many disagreeing pixels of the best tie
+    #: "" (binary masks) or the name of the prepared folder's class table (e.g. "he3"): learn coarse label
+    #: map -> fine label map from coarse_labels/ and labels/ (``analogy_labels``)
+    classes: str = ""
 
 
 SYNTHESIS_OPTIONS = ("choices", "mode", "context_weight", "overlap", "tolerance")  # with_options may change
@@ -65,6 +68,13 @@ class Model(GanModel):
     network_names = ()
     options_type = Options
     loss_names = ("windows",)
+
+    def __new__(cls, options: Options, size: tuple[int, int]):
+        if cls is Model and options.classes:  # the class-aware model: same options, label maps in and out
+            from .analogy_labels import LabelModel
+
+            cls = LabelModel
+        return super().__new__(cls)
 
     def __init__(self, options: Options, size: tuple[int, int]):
         o = options
@@ -86,6 +96,16 @@ class Model(GanModel):
     def min_side(cls, options: Options, size: tuple[int, int]) -> int:
         return options.block
 
+    @classmethod
+    def data_kinds(cls, options: Options) -> tuple[str, ...]:
+        return ("coarse_labels", "labels") if options.classes else cls.kinds
+
+    def saved_options(self) -> dict:
+        saved = dataclasses.asdict(self.options)
+        if not saved["classes"]:
+            del saved["classes"]  # binary checkpoints stay as they were before classes existed
+        return saved
+
     def optimizer_groups(self):
         return {}
 
@@ -100,6 +120,8 @@ class Model(GanModel):
         options = options_from_mapping(Options, {**dataclasses.asdict(self.options), **changes}, self.name)
         twin = Model(options, self.size)
         twin.coarse_windows, twin.fine_blocks, twin.seen = self.coarse_windows, self.fine_blocks, self.seen
+        if getattr(self, "table", None) is not None:
+            twin.table = self.table
         if options.context_weight == self.options.context_weight:
             twin._index = self._index
         return twin
@@ -295,6 +317,15 @@ def quilt(candidates: np.ndarray, overlap: int, noise: np.ndarray, tolerance: fl
         tied = cost <= cost.min(-1, keepdims=True) + tolerance
         pick = np.where(tied, noise[:, i, j], -1.0).argmax(-1)  # B x n
         chosen[:, i, j] = options[np.arange(b)[:, None], np.arange(len(i)), pick]
+    return chosen, shown_parts(chosen, overlap)
+
+
+def shown_parts(chosen: np.ndarray, overlap: int) -> np.ndarray:
+    """Where each of the chosen B x rows x cols x S x S blocks is shown: every block is cut against its left
+    and top neighbours along the minimum-error cut through the pixels where they differ (``min_cut``), and
+    shows only what no later block covers on its side of a cut. Works on masks and on label maps alike."""
+    side = chosen.shape[-1]
+    step = side - overlap
     # where each block's own pixels start: right of its cut with the left neighbour, below the top one's
     seen = np.ones(chosen.shape, bool)
     span = np.arange(side)
@@ -308,7 +339,7 @@ def quilt(candidates: np.ndarray, overlap: int, noise: np.ndarray, tolerance: fl
     shown[:, :-1, :, step:, :] &= ~seen[:, 1:, :, :overlap, :]  # the one below
     shown[:, :-1, :-1, step:, step:] &= ~seen[:, 1:, 1:, :overlap, :overlap]  # below right
     shown[:, :-1, 1:, step:, :overlap] &= ~seen[:, 1:, :-1, :overlap, step:]  # below left
-    return chosen, shown
+    return shown
 
 
 def _excess(candidates: np.ndarray, tissue: np.ndarray, placed: np.ndarray) -> np.ndarray:

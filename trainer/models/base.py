@@ -102,6 +102,21 @@ class GanModel(nn.Module):
             raise PriorPathError(f"{cls.name} cannot take {h}x{w} with these options: height and width must be "
                                  f"{rule} (e.g. {examples}); resize with --size HxW")
 
+    # --- data and options -----------------------------------------------------------------------------------
+    @classmethod
+    def data_kinds(cls, options: Any) -> tuple[str, ...]:
+        """The prepared sub-folders this model with these options reads (``kinds`` unless options change it:
+        a class-aware model reads label maps)."""
+        return cls.kinds
+
+    def use_data(self, folder: Any) -> None:
+        """Called by the trainer with the prepared folder, after any resumed state is loaded: a model that
+        needs more than the patches (a class table) reads or checks it here."""
+
+    def saved_options(self) -> dict[str, Any]:
+        """The options as checkpoints record them."""
+        return dataclasses.asdict(self.options)
+
     # --- training contract ---------------------------------------------------------------------------------
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimizer, e.g. {"G": [...], "D": [...]}."""

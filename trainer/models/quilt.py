@@ -35,6 +35,10 @@ class Options(ModelOptions):
     threshold: int = 204  # the paper's rule: H&E 204, IHC 235
     max_tiles: int = 160  # patches the library keeps (a uniform sample of all seen)
     jpeg_quality: int = 95
+    #: "" (fine masks) or "he3": fine he3 label maps -> RGB whose he3 rule labels give the map back
+    #: (``quilt_labels``, ``trainer/quilting_classes.py``)
+    classes: str = ""
+    nuclei_weight: float = 1.0  # with classes: weight of nuclei/stroma disagreement in choosing windows
 
     def settings(self) -> QuiltSettings:
         names = {f.name for f in dataclasses.fields(QuiltSettings)}
@@ -47,6 +51,13 @@ class Model(GanModel):
     network_names = ()
     options_type = Options
     loss_names = ("tiles",)
+
+    def __new__(cls, options: Options, size: tuple[int, int]):
+        if cls is Model and options.classes:  # the class-aware model: same library, label maps in
+            from .quilt_labels import LabelQuilt
+
+            cls = LabelQuilt
+        return super().__new__(cls)
 
     def __init__(self, options: Options, size: tuple[int, int]):
         options.settings().check()
@@ -62,6 +73,16 @@ class Model(GanModel):
     @classmethod
     def min_side(cls, options: Options, size: tuple[int, int]) -> int:
         return 16
+
+    @classmethod
+    def data_kinds(cls, options: Options) -> tuple[str, ...]:
+        return ("labels", "rgb") if options.classes else cls.kinds
+
+    def saved_options(self) -> dict:
+        saved = dataclasses.asdict(self.options)
+        if not saved["classes"]:  # binary checkpoints stay as they were before classes existed
+            del saved["classes"], saved["nuclei_weight"]
+        return saved
 
     def optimizer_groups(self):
         return {}
@@ -131,8 +152,12 @@ class Model(GanModel):
                 if image is None:
                     raise PriorPathError(f"quilt checkpoint: library patch {k} is not a readable JPEG")
                 tiles.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-            self._library = Library(tiles, self.groups, self.options.settings())
+            self._library = self.build_library(tiles, self.groups)
         return self._library
+
+    def build_library(self, tiles: list, groups: list) -> Library:
+        """A library of these real tiles (the stored patches, or a style reference) for this model."""
+        return Library(tiles, groups, self.options.settings())
 
     def set_style(self, library: Optional[Library]) -> None:
         """Draw from this library (a style reference, built with ``options.settings()``) instead; None resets."""
