@@ -136,6 +136,7 @@ def main() -> int:
 def class_sketch(app, window, out: Path) -> None:
     """File -> New class sketch with the he3 table: stroma drawn with the lasso, nuclei with the pen."""
     import numpy as np
+    from PySide6.QtCore import Qt
 
     from tests.desktop.test_canvas import pen_stroke
 
@@ -151,7 +152,7 @@ def class_sketch(app, window, out: Path) -> None:
         outline = np.stack([w * (cx + rx * wobble * np.cos(angles)), h * (cy + ry * wobble * np.sin(angles))], 1)
         doc.fill_polygon(outline, 1)
     canvas.set_current_class(2)
-    canvas.set_brush_radius(9)
+    canvas.set_brush_radius(20)
     for x0, y0, x1, y1 in ((0.18, 0.4, 0.4, 0.62), (0.62, 0.35, 0.82, 0.55)):  # a band of crowded nuclei per lobe
         points = [canvas.widget_pos(w * x, h * y + 6 * np.sin(x * 60))
                   for x, y in zip(np.linspace(x0, x1, 24), np.linspace(y0, y1, 24))]
@@ -161,8 +162,12 @@ def class_sketch(app, window, out: Path) -> None:
         x, y = w * rng.uniform(0.15, 0.85), h * rng.uniform(0.25, 0.75)
         if doc.labels[int(y), int(x)] == 1:
             pen_stroke(canvas, [canvas.widget_pos(x, y)], 1.0)
-    shown = window.generation.shown_seed
-    wait(app, lambda: window.generation.is_idle() and shown() is not None, 120, "the preview of the class sketch")
+    # the he3 models draw it: fine label map and H&E tile, the tile with the nuclei the rule finds outlined
+    generation = window.generation
+    wait(app, lambda: generation.is_idle() and generation.current_results().get("fine") is not None
+         and generation.current_results()["fine"].max() == 2, 180, "the he3 preview of the class sketch")
+    generation.panes["rgb"].outlines_check.setChecked(True)
+    window.resizeDocks([window.docks["generation"]], [440], Qt.Orientation.Vertical)
     settle(app)
     window.grab().save(str(out / "screenshot_classes.png"))
     print("wrote screenshot_classes.png")

@@ -9,6 +9,9 @@ The current sketch (from the canvas) is written once, under a name made from its
 search (its own outputs must never become sketches), and not into a temporary folder, because the manifest
 records each sample's source path and a resume compares the sketches' hashes — both must stay valid later.
 
+A class sketch on the canvas, or label maps among the chosen sketches, make it an export of label maps on
+the class-aware models (``class_export``).
+
 The functions and classes above ``ExportDialog`` know nothing of Qt.
 """
 from __future__ import annotations
@@ -27,12 +30,15 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDialog, QFileDialo
                                QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
+from trainer.data.classes import ClassTable
 from trainer.errors import PriorPathError
 from trainer.export import ExportResult, export_dataset
 from trainer.fileio import ensure_writable_dir, write_png
 from trainer.inference import MAX_SIDE, MIN_SIDE, Engine, check_mask
 from trainer.jobs import CancelToken, ProgressFn, no_progress
 
+from .class_export import holds_label_maps, store_label_sketch
+from .class_generation import load_class_engine
 from .folders import EXPORT_OUT, EXPORT_SKETCHES, FolderMemory
 from .list_editing import remove_chosen_rows
 from .messages import show_error
@@ -120,8 +126,12 @@ def missing_inputs(settings: ExportSettings, can_include_current: bool) -> list[
 
 def run_export(settings: ExportSettings, engine: Engine, current_mask: Optional[np.ndarray] = None,
                store: Optional[Path] = None, progress: ProgressFn = no_progress,
-               cancel: Optional[CancelToken] = None, workers: Union[int, str, None] = None) -> ExportResult:
+               cancel: Optional[CancelToken] = None, workers: Union[int, str, None] = None,
+               classes: Optional[ClassTable] = None, class_engine: Optional[Engine] = None) -> ExportResult:
     """``export_dataset`` with the dialog's settings (the current sketch stored first when it is included).
+
+    ``classes``: the current sketch is a label map of this table. With it, or with label maps among the
+    sources, the export is of label maps, on ``class_engine`` (loaded here when None or not class-aware).
 
     ``workers``: as ``priorpath export --workers``; by default "auto" (every core for a large export, worker
     processes with the same bytes as one process; this process for a small one), except in the frozen
@@ -131,10 +141,16 @@ def run_export(settings: ExportSettings, engine: Engine, current_mask: Optional[
     if not settings.out.strip():
         raise PriorPathError(NEED_OUT)
     paths: list[Path] = [Path(p) for p in settings.sources]
+    labels = (settings.include_current and classes is not None) or holds_label_maps(paths)
+    if labels:
+        engine = class_engine if class_engine is not None and class_engine.classes is not None \
+            else load_class_engine(str(engine.device) if engine is not None else "auto")
     if settings.include_current:
         if current_mask is None:
             raise PriorPathError("there is no current sketch to include; draw one or leave it out")
-        paths.append(store_sketch(current_mask, store if store is not None else sketch_store()))
+        store = store if store is not None else sketch_store()
+        paths.append(store_label_sketch(current_mask, classes, store) if classes is not None
+                     else store_sketch(current_mask, store))
     if not paths:
         raise PriorPathError("no sketches chosen: add sketch files or a folder of sketches"
                              + (", or include the current sketch" if current_mask is not None else ""))
@@ -189,6 +205,8 @@ class ExportDialog(QDialog):
     ``engine_provider`` returns the engine to use (the generation view's ``engine``), ``current_sketch`` the
     canvas's mask when there is a canvas. ``settings()``/``apply_settings(dict)`` carry the choices the main
     window keeps between sessions (keys: sources, include_current, count, augment, seed, size, out).
+    ``current_classes`` gives the canvas's class table when its sketch (then a label map) is drawn in classes,
+    ``class_engine_provider`` the class-aware engine when one is loaded (else the export loads one).
     """
 
     exportStarted = Signal(object)  # the Job, before it starts (connect to its progress for a status bar)
@@ -199,12 +217,16 @@ class ExportDialog(QDialog):
 
     def __init__(self, engine_provider: Callable[[], Optional[Engine]],
                  current_sketch: Optional[Callable[[], Optional[np.ndarray]]] = None,
-                 parent: Optional[QWidget] = None, folders: Optional[FolderMemory] = None):
+                 parent: Optional[QWidget] = None, folders: Optional[FolderMemory] = None, *,
+                 current_classes: Optional[Callable[[], Optional[ClassTable]]] = None,
+                 class_engine_provider: Optional[Callable[[], Optional[Engine]]] = None):
         super().__init__(parent)
         self.setWindowTitle("Export a synthetic dataset")
         self.folders = folders if folders is not None else FolderMemory(Preferences())
         self._engine_provider = engine_provider
         self._current_sketch = current_sketch
+        self._current_classes = current_classes or (lambda: None)
+        self._class_engine_provider = class_engine_provider or (lambda: None)
         self._job: Optional[Job] = None
         self._completed: list[ExportResult] = []  # the result of the current job once its work returned
         self._eta = EtaEstimator()
@@ -367,7 +389,8 @@ class ExportDialog(QDialog):
 
     def _show_model_size(self) -> None:
         """Put the engine's training size in the (disabled) size fields, so the user sees what "model's" means."""
-        engine = self._engine_provider()
+        engine = self._class_engine_provider() if self._current_classes() is not None else None
+        engine = engine or self._engine_provider()
         if engine is not None and engine.mask is not None:
             self.height_spin.setValue(engine.mask.size[0])
             self.width_spin.setValue(engine.mask.size[1])
@@ -402,8 +425,9 @@ class ExportDialog(QDialog):
             self._fail(message)
             self.exportFailed.emit(message)
             return None
-        engine = self._engine_provider()
-        if engine is None:
+        engine, class_engine = self._engine_provider(), self._class_engine_provider()
+        classes = self._current_classes() if settings.include_current else None
+        if engine is None and classes is None:  # a class sketch needs only the class models (loaded if need be)
             self._fail("the models are not loaded yet (or failed to load); wait for them, then press Start again")
             return None
         mask = None
@@ -414,7 +438,8 @@ class ExportDialog(QDialog):
         completed: list[ExportResult] = []  # a Cancel that comes after the last sample must not hide the result
 
         def work(progress: ProgressFn, cancel: CancelToken) -> ExportResult:
-            completed.append(run_export(settings, engine, mask, store, progress, cancel))
+            completed.append(run_export(settings, engine, mask, store, progress, cancel, classes=classes,
+                                        class_engine=class_engine))
             return completed[0]
 
         job = Job(work, "export", self)

@@ -5,212 +5,48 @@ request goes to a ``LatestOnly`` runner, so a newer sketch supersedes (cancels) 
 stale result never shows. The job sends the fine mask to the GUI as soon as it exists (it takes milliseconds)
 and only then runs the slow RGB stage, which the engine cancels between tiles.
 
-The functions above the widget classes hold the work itself and know nothing of Qt.
+A sketch drawn in classes (``request_preview(labels, classes)``) goes to class-aware models instead
+(``class_models``: loaded in a worker when first needed) and shows label maps in their classes' colours.
+The work itself is in ``generation_work`` and ``class_generation``.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
-import cv2
 import numpy as np
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from trainer.errors import PriorPathError
-from trainer.fileio import ensure_writable_dir, write_png
+from trainer.data.classes import BINARY, ClassTable
 from trainer.inference import Engine
-from trainer.jobs import CancelToken, ProgressFn, check, no_progress
+from trainer.jobs import CancelToken, ProgressFn
 
+from .class_generation import (draws, generate_class_sample, nuclei_outlines, save_class_results, save_label_image,
+                               unsupported_note)
+from .class_models import LOADING_NOTE, ClassModels
 from .folders import RESULTS, FolderMemory
-from .image_view import ImageView
+from .generation_work import (EMPTY_HINT, FULL_HINT, MAX_SEED, MAX_VARIATIONS, OUTPUT_KINDS, UNTITLED,  # noqa: F401
+                              Sample, free_name, generate_sample, generate_variations, load_engine, mask_hint,
+                              save_image, save_results, variation_seeds, variation_thumbnail)
 from .messages import show_error
 from .preferences import Preferences
-from .variation_gallery import THUMB_SOURCE_WIDTH, VariationGallery
-from .workers import Job, LatestOnly, describe_error
+from .result_pane import ResultPane
+from .variation_gallery import VariationGallery
+from .workers import Job, LatestOnly
 
-MAX_SEED = 2 ** 31 - 1
-MAX_VARIATIONS = 16
-UNTITLED = "untitled"  # the base name of saved results while the sketch has no file
-OUTPUT_KINDS = ("coarse", "fine", "rgb")
 PANES_SHARE, GALLERY_SHARE = 3, 2  # of the dock's width, when the gallery shows
-EMPTY_HINT = "draw some tissue to see a preview"
-FULL_HINT = "the sketch is all tissue: erase some air to see a preview"
 
 
-# --- the work (Qt-free) ---------------------------------------------------------------------------------------
-@dataclass
-class Sample:
-    """One generated result: the coarse mask as sent, its fine mask and (with an RGB model) its RGB tile."""
-
-    seed: int
-    coarse: Optional[np.ndarray]  # None when the user opened a fine mask (the mask stage was skipped)
-    fine: np.ndarray
-    rgb: Optional[np.ndarray]
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        found = {"coarse": self.coarse, "fine": self.fine, "rgb": self.rgb}
-        return {k: v for k, v in found.items() if v is not None}
-
-
-def mask_hint(mask: np.ndarray) -> Optional[str]:
-    """Why a sketch gets no preview yet (no tissue, or nothing but tissue), or None.
-
-    ``check_mask`` accepts both (a model can run on them) but neither is worth a model run while drawing;
-    real defects (wrong shape, grey levels) are left to ``check_mask`` to name.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or mask.size == 0:
-        return None
-    if not mask.any():
-        return EMPTY_HINT
-    if mask.all():
-        return FULL_HINT
-    return None
-
-
-def load_engine(mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto",
-                style: Optional[list[str]] = None) -> Engine:
-    """An Engine (with a stain style reference when given), any failure turned into one message."""
-    try:
-        return Engine(mask_model, rgb_model, device=device, style=style)
-    except PriorPathError:
-        raise  # already names the file and the problem
-    except Exception as exc:  # a checkpoint that parses but does not run, a device that is not there, ...
-        raise PriorPathError(f"cannot load models (mask: {mask_model or 'default'}, RGB: {rgb_model or 'default'}):"
-                             f" {describe_error(exc)}") from exc
-
-
-def generate_sample(engine: Engine, coarse: np.ndarray, seed: int,
-                    on_fine: Optional[Callable[[np.ndarray], None]] = None, progress: ProgressFn = no_progress,
-                    cancel: Optional[CancelToken] = None) -> Sample:
-    """Coarse -> fine (handed to ``on_fine`` at once) -> RGB when the engine has an RGB model."""
-    fine = engine.fine(coarse, seed, cancel=cancel)
-    check(cancel)
-    if on_fine is not None:
-        on_fine(fine)
-    rgb = engine.rgb(fine, seed, progress, cancel) if engine.rgb_model is not None else None
-    return Sample(seed, coarse, fine, rgb)
-
-
-def variation_seeds(first: int, count: int) -> list[int]:
-    """``first``, ``first+1``, ... wrapping around so every seed stays in the spinbox's range."""
-    return [(first + k) % (MAX_SEED + 1) for k in range(count)]
-
-
-def generate_variations(engine: Engine, coarse: np.ndarray, first_seed: int, count: int,
-                        on_sample: Callable[[int, Sample], None], progress: ProgressFn = no_progress,
-                        cancel: Optional[CancelToken] = None) -> list[Sample]:
-    """``count`` samples for consecutive seeds, each handed to ``on_sample`` as soon as it is done."""
-    samples = []
-    for k, seed in enumerate(variation_seeds(first_seed, count)):
-        check(cancel)
-        sample = generate_sample(engine, coarse, seed, cancel=cancel)
-        samples.append(sample)
-        on_sample(k, sample)
-        progress(k + 1, count, f"variation {k + 1}/{count} (seed {seed})")
-    return samples
-
-
-def variation_thumbnail(sample: Sample, width: int = THUMB_SOURCE_WIDTH) -> np.ndarray:
-    """The fine mask above the RGB tile (when there is one), as one RGB image ``width`` pixels wide."""
-    parts = [np.repeat(sample.fine[..., None], 3, axis=2)]
-    if sample.rgb is not None:
-        parts.append(sample.rgb)
-    strip = np.concatenate(parts, axis=0)
-    h, w = strip.shape[:2]
-    return cv2.resize(strip, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-
-
-def save_image(path: Union[str, Path], image: np.ndarray) -> Path:
-    """Write one result as PNG (atomically), adding ``.png`` when the name has another suffix."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        path = path.with_name(path.name + ".png")
-    ensure_writable_dir(path.parent)
-    write_png(path, image)
-    return path
-
-
-def free_name(folder: Union[str, Path], name: str, kinds=OUTPUT_KINDS) -> str:
-    """``name``, or ``name-2``, ``name-3``, ...: the first for which no ``<name>_<kind>.png`` is in ``folder``, so
-    the results of another sketch (or an earlier save) are never overwritten, and the three stay one set."""
-    folder, candidate, n = Path(folder), name, 2
-    while any((folder / f"{candidate}_{kind}.png").exists() for kind in kinds):
-        candidate, n = f"{name}-{n}", n + 1
-    return candidate
-
-
-def save_results(folder: Union[str, Path], name: str, results: dict[str, np.ndarray]) -> list[Path]:
-    """``<name>_coarse.png``, ``<name>_fine.png``, ``<name>_rgb.png`` (those present) in ``folder``; a name whose
-    files exist already becomes ``<name>-2`` (``free_name``)."""
-    folder = Path(folder)
-    ensure_writable_dir(folder)
-    name = free_name(folder, name)
-    written = []
-    for kind in OUTPUT_KINDS:
-        if results.get(kind) is not None:
-            path = folder / f"{name}_{kind}.png"
-            write_png(path, results[kind])
-            written.append(path)
-    return written
-
-
-# --- the widget -------------------------------------------------------------------------------------------------
 class _Relay(QObject):
     """Carries a worker's intermediate results to the GUI thread (queued), tagged with the request they answer."""
 
-    fine = Signal(int, object)  # preview request id, (coarse, seed, fine)
+    fine = Signal(int, object)  # preview request id, (coarse, seed, fine, class table or None)
     progress = Signal(int, int, int, str)  # preview request id, done, total, message
     sample = Signal(int, int, object)  # variations run id, index, (Sample, thumbnail)
-
-
-class _Pane(QWidget):
-    """A caption, an image and a Save… button."""
-
-    def __init__(self, title: str, placeholder: str, parent: Optional[QWidget] = None):
-        super().__init__(parent)
-        self.title = title
-        self.note = ""  # what the caption says about the image shown (e.g. "seed 3")
-        self.pending = False  # a new image is on its way
-        self.caption = QLabel(title)
-        self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.view = ImageView(placeholder)
-        self.save_button = QPushButton("Save…")
-        self.save_button.setEnabled(False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.caption)
-        layout.addWidget(self.view, 1)
-        layout.addWidget(self.save_button, 0, Qt.AlignmentFlag.AlignHCenter)
-
-    def show_image(self, image: Optional[np.ndarray], note: str = "") -> None:
-        self.view.set_image(image)
-        self.note, self.pending = note, False
-        self._caption(note)
-        self.save_button.setEnabled(image is not None)
-
-    def show_pending(self, what: str) -> None:
-        """Say that a new image is on its way; the shown one (and its note) stays until it comes."""
-        self.pending = True
-        self._caption(what)
-
-    def show_stopped(self, why: str) -> None:
-        """The awaited image will not come (``why``: "cancelled", "failed"): the caption goes back to the
-        image still shown, saying its update stopped, or to just ``why`` when there is none."""
-        if not self.pending:
-            return
-        self.pending = False
-        if self.view.image() is None:
-            self._caption(why)
-        else:
-            self._caption(f"{self.note} · update {why}" if self.note else f"update {why}")
-
-    def _caption(self, note: str) -> None:
-        self.caption.setText(f"{self.title} — {note}" if note else self.title)
 
 
 class GenerationView(QWidget):
@@ -236,6 +72,12 @@ class GenerationView(QWidget):
         self._engine: Optional[Engine] = None
         self._loading: Optional[Job] = None
         self._mask: Optional[np.ndarray] = None  # the latest sketch asked for
+        self._table: Optional[ClassTable] = None  # its classes when it is a label map; None for a binary mask
+        self._preview_engine: Optional[Engine] = None  # the engine of the preview under way
+        self.class_models = ClassModels(self)
+        self.class_models.ready.connect(self._on_class_models_ready)
+        self.class_models.failed.connect(self._on_class_models_failed)
+        self.class_models.busy.connect(lambda _busy: self._refresh_busy())
         self._waiting_for_engine = False
         self._request_id = 0  # the preview request whose results may show; older ones are stale
         self._shown: Optional[Sample] = None  # a complete result on screen
@@ -265,9 +107,9 @@ class GenerationView(QWidget):
     def _build(self, prefs: Preferences) -> None:
         self.models_label = QLabel("Models: none loaded")
         self.models_label.setWordWrap(True)
-        self.panes = {"coarse": _Pane("Coarse sketch", "draw a sketch"),
-                      "fine": _Pane("Fine mask", "the fine mask appears here"),
-                      "rgb": _Pane("RGB", "the H&E tile appears here")}
+        self.panes = {"coarse": ResultPane("Coarse sketch", "draw a sketch"),
+                      "fine": ResultPane("Fine mask", "the fine mask appears here"),
+                      "rgb": ResultPane("RGB", "the H&E tile appears here")}
         panes_row = QHBoxLayout()
         for kind, pane in self.panes.items():
             pane.save_button.clicked.connect(lambda _=False, kind=kind: self._ask_save(kind))
@@ -329,6 +171,28 @@ class GenerationView(QWidget):
         """The engine in use; None while new models load or when none could be loaded."""
         return None if self._loading is not None else self._engine
 
+    def engine_for(self, classes: Optional[ClassTable] = None) -> Optional[Engine]:
+        """The engine for sketches of ``classes`` (None: binary masks): the user's models when they draw those
+        classes, else the class models (loading them in a worker the first time); None while it loads."""
+        if classes is None or draws(self.engine(), classes):
+            return self.engine()
+        return self.class_models.get()
+
+    def loaded_class_engine(self) -> Optional[Engine]:
+        """A loaded class-aware engine (the user's, else the class models), without starting a load."""
+        engine = self.engine()
+        return engine if engine is not None and engine.classes is not None else self.class_models.engine
+
+    def _no_engine(self, table: Optional[ClassTable]) -> tuple[str, bool]:
+        """Why the sketch of ``table`` has no engine now, and whether one is on its way."""
+        if table is None:
+            return ("models are loading…" if self._loading is not None else "no models loaded"), True
+        if self.class_models.loading:
+            return LOADING_NOTE, True
+        if self.class_models.error is not None:
+            return f"could not load the class models: {self.class_models.error}", False
+        return unsupported_note(table, self.class_models.engine), False
+
     def set_models(self, mask_model: Optional[str], rgb_model: Optional[str], device: str = "auto",
                    style: Optional[list[str]] = None) -> Job:
         """Load an Engine off the GUI thread (None: the shipped default, "none": no model of that role).
@@ -340,6 +204,7 @@ class GenerationView(QWidget):
         """
         if self._loading is not None:
             self._loading.cancel()  # its result, when it comes, is dropped
+        self.class_models.configure(device, style)
         job = Job(lambda progress, cancel: load_engine(mask_model, rgb_model, device, style), "load models", self)
         job.finished.connect(lambda engine, job=job: self._on_engine_loaded(job, engine))
         job.failed.connect(lambda message, job=job: self._on_engine_failed(job, message))
@@ -379,11 +244,34 @@ class GenerationView(QWidget):
         if self._waiting_for_engine and self._engine is not None:
             self._submit_preview()
 
+    def _on_class_models_ready(self) -> None:
+        self._show_models()
+        self.modelsChanged.emit(self.class_models.engine.describe())
+        if self._table is not None and self._mask is not None and self._waiting_for_engine:
+            self._submit_preview()
+
+    def _on_class_models_failed(self, message: str) -> None:
+        self._show_error("Could not load the class models", message)
+        if self._table is not None:
+            self._submit_preview()  # says why in the panes
+
+    def _active_engine(self) -> Optional[Engine]:
+        """The loaded engine for the sketch on screen (the class models for a class sketch), starting no load."""
+        if self._table is None or draws(self._engine, self._table):
+            return self._engine
+        return self.class_models.engine
+
     def _show_models(self) -> None:
-        if self._engine is None:
+        """The models of the sketch on screen: the class models for a class sketch drawn by them."""
+        engine = self._active_engine()
+        if self._table is not None and engine is None:
+            self.models_label.setText("Class models: loading…" if self.class_models.loading else
+                                      "Class models: none loaded")
+            return
+        if engine is None:
             self.models_label.setText("Models: none loaded")
             return
-        about = self._engine.describe()
+        about = engine.describe()
         self.models_label.setText(f"Models — mask: {about['mask']}; RGB: {about['rgb']}")
 
     # --- previews -----------------------------------------------------------------------------------------------
@@ -394,23 +282,27 @@ class GenerationView(QWidget):
     def preview_delay(self) -> int:
         return self._timer.interval()
 
-    def request_preview(self, mask: np.ndarray) -> None:
-        """The sketch changed: preview it shortly (debounced), superseding any preview under way."""
+    def request_preview(self, mask: np.ndarray, classes: Optional[ClassTable] = None) -> None:
+        """The sketch changed: preview it shortly (debounced), superseding any preview under way.
+
+        ``classes``: the sketch is a label map of this table (None or ``BINARY``: a 255/0 mask)."""
         mask = np.array(mask, copy=True)  # the canvas keeps drawing into its own array
-        self._mask = mask
+        table = None if classes is None or classes == BINARY else classes
+        if (table is None) != (self._table is None) or (table is not None and table.names != self._table.names):
+            self._clear_gallery()  # binary <-> classes: other models, other results
+            self._cancel_preview()
+            self._table = table
+            self._show_models()
+            if self._active_engine() is not None:  # the window's status bar and About follow
+                self.modelsChanged.emit(self._active_engine().describe())
+        self._mask, self._table = mask, table
         if self._gallery_mask is not None and not np.array_equal(self._gallery_mask, mask):
             self._clear_gallery()  # its variations belong to another sketch
-        hint = mask_hint(mask)
+        hint = mask_hint(mask, labels=table is not None)
         if hint is not None:
             self._timer.stop()
             self._cancel_preview()
-            self.panes["coarse"].show_image(mask)
-            for name in ("fine", "rgb"):
-                self.panes[name].show_image(None)
-                self.panes[name].view.set_placeholder(hint)  # not a stale "RGB stage off"
-            self._shown = None
-            self._refresh_save_all()
-            self._set_status(hint)
+            self._show_unavailable(hint)
             return
         if not self.auto_preview.isChecked():
             self._set_status("auto preview is off: press Generate")
@@ -425,27 +317,45 @@ class GenerationView(QWidget):
         self._timer.stop()
         self._submit_preview()
 
+    def _show_unavailable(self, why: str) -> None:
+        """The sketch, and why it has no fine mask or tile (a hint, or no model for its classes)."""
+        self._show_map("coarse", self._mask, self._table)
+        for name in ("fine", "rgb"):
+            self.panes[name].show_image(None)
+            self.panes[name].view.set_placeholder(why)  # not a stale "RGB stage off"
+        self._shown = None
+        self._refresh_save_all()
+        self._set_status(why)
+
+    def _maker(self, table: Optional[ClassTable]):
+        """What makes one sample of a sketch of ``table``."""
+        return generate_sample if table is None else partial(generate_class_sample, table=table)
+
     def _submit_preview(self) -> None:
-        mask = self._mask
+        mask, table = self._mask, self._table
         if mask is None:
             return
-        hint = mask_hint(mask)
+        hint = mask_hint(mask, labels=table is not None)
         if hint is not None:
             self._set_status(hint)
             return
-        engine = self.engine()
-        if engine is None:
-            self._waiting_for_engine = True
-            self._set_status("models are loading…" if self._loading is not None else "no models loaded")
+        engine = self.engine_for(table)
+        if engine is None or (table is not None and not draws(engine, table)):
+            why, self._waiting_for_engine = self._no_engine(table)
+            if table is not None:  # the panes say it too, rather than keep another sketch's results
+                self._show_models()
+                self._refresh_busy()
+                self._show_unavailable(why)
+            self._set_status(why)
             return
         self._waiting_for_engine = False
+        self._preview_engine = engine
         self._request_id += 1
-        rid, seed, relay = self._request_id, self.seed(), self._relay
+        rid, seed, relay, make = self._request_id, self.seed(), self._relay, self._maker(table)
 
         def job(progress: ProgressFn, cancel: CancelToken):
-            sample = generate_sample(engine, mask, seed,
-                                     on_fine=lambda fine: relay.fine.emit(rid, (mask, seed, fine)),
-                                     progress=lambda d, t, m: relay.progress.emit(rid, d, t, m), cancel=cancel)
+            sample = make(engine, mask, seed, on_fine=lambda fine: relay.fine.emit(rid, (mask, seed, fine, table)),
+                          progress=lambda d, t, m: relay.progress.emit(rid, d, t, m), cancel=cancel)
             return rid, sample
 
         self._latest.submit(job, f"preview (seed {seed})")
@@ -454,10 +364,10 @@ class GenerationView(QWidget):
     def _on_fine(self, rid: int, payload) -> None:
         if rid != self._request_id:
             return  # a superseded request
-        coarse, seed, fine = payload
-        self.panes["coarse"].show_image(coarse)
-        self.panes["fine"].show_image(fine, f"seed {seed}")
-        engine = self._engine
+        coarse, seed, fine, table = payload
+        self._show_map("coarse", coarse, table)
+        self._show_map("fine", fine, table, f"seed {seed}")
+        engine = self._preview_engine
         if engine is not None and engine.rgb_model is not None:
             self.panes["rgb"].show_pending("updating…")
         self._shown = None  # the RGB on screen no longer matches
@@ -500,18 +410,28 @@ class GenerationView(QWidget):
             rgb = engine.rgb(fine, seed, lambda d, t, m: relay.progress.emit(rid, d, t, m), cancel)
             return rid, Sample(seed, None, fine, rgb)
 
-        self.panes["fine"].show_image(fine, name)
+        self._show_map("fine", fine, None, name)
         self.panes["rgb"].show_pending("updating…")
         self._latest.submit(job, f"RGB for {name or 'a fine mask'} (seed {seed})")
         self._set_status(f"drawing the RGB tile of {name or 'the fine mask'} (seed {seed})…")
 
+    def _show_map(self, kind: str, image: Optional[np.ndarray], table: Optional[ClassTable], note: str = "") -> None:
+        """A coarse or fine mask, or a label map of ``table`` in its classes' colours."""
+        pane = self.panes[kind]
+        words = {"coarse": ("Coarse sketch", "Coarse sketch"), "fine": ("Fine mask", "Fine label map")}[kind]
+        pane.set_title(words[table is not None])
+        if table is None or image is None:
+            pane.show_image(image, note)
+        else:
+            pane.show_labels(image, table, note)
+
     def _show_sample(self, sample: Sample) -> None:
-        self.panes["coarse"].show_image(sample.coarse)
+        self._show_map("coarse", sample.coarse, sample.table)
         if sample.coarse is None:
             self.panes["coarse"].view.set_placeholder("a fine mask was opened: no sketch")
-        self.panes["fine"].show_image(sample.fine, f"seed {sample.seed}")
+        self._show_map("fine", sample.fine, sample.table, f"seed {sample.seed}")
         if sample.rgb is not None:
-            self.panes["rgb"].show_image(sample.rgb, f"seed {sample.seed}")
+            self.panes["rgb"].show_image(sample.rgb, f"seed {sample.seed}", outlined=nuclei_outlines(sample))
         else:
             self.panes["rgb"].show_image(None)
             self.panes["rgb"].view.set_placeholder("RGB stage off (Models menu)")
@@ -551,12 +471,14 @@ class GenerationView(QWidget):
     def start_variations(self, count: Optional[int] = None) -> Optional[Job]:
         """Fill the gallery with ``count`` (default: the spinbox) results for seeds seed, seed+1, ..."""
         count = self.variations_spin.value() if count is None else max(1, min(MAX_VARIATIONS, int(count)))
-        mask, engine = self._mask, self.engine()
-        if mask is None or mask_hint(mask) is not None:
-            self._set_status(mask_hint(mask) if mask is not None else "draw a sketch first")
+        mask, table = self._mask, self._table
+        hint = mask_hint(mask, labels=table is not None) if mask is not None else "draw a sketch first"
+        if hint is not None:
+            self._set_status(hint)
             return None
-        if engine is None:
-            self._set_status("models are loading…" if self._loading is not None else "no models loaded")
+        engine = self.engine_for(table)
+        if engine is None or (table is not None and not draws(engine, table)):
+            self._set_status(self._no_engine(table)[0])
             return None
         if self._variations_job is not None:
             self._variations_job.cancel()
@@ -564,13 +486,13 @@ class GenerationView(QWidget):
         self.gallery.setVisible(True)
         self._gallery_mask = mask
         self._variations_id += 1
-        vid, first, relay = self._variations_id, self.seed(), self._relay
+        vid, first, relay, make = self._variations_id, self.seed(), self._relay, self._maker(table)
 
         def on_sample(k: int, sample: Sample) -> None:
             relay.sample.emit(vid, k, (sample, variation_thumbnail(sample)))
 
         job = Job(lambda progress, cancel: generate_variations(engine, mask, first, count, on_sample, progress,
-                                                               cancel), "variations", self)
+                                                               cancel, make), "variations", self)
         job.progress.connect(lambda done, total, message, job=job: self._on_variations_progress(job, done, total))
         job.finished.connect(lambda samples, job=job: self._on_variations_ended(job, f"{len(samples)} variations"))
         job.failed.connect(lambda message, job=job: self._on_variations_ended(job, None, message))
@@ -645,20 +567,26 @@ class GenerationView(QWidget):
         return self._name
 
     def save_result(self, kind: str, path: Union[str, Path]) -> Optional[Job]:
-        """Write the shown ``kind`` ("coarse", "fine" or "rgb") to ``path`` as PNG, off the GUI thread."""
-        image = self.panes[kind].view.image()
+        """Write the shown ``kind`` ("coarse", "fine" or "rgb") to ``path`` as PNG, off the GUI thread; a label
+        map as an indexed PNG with its classes.json."""
+        image, table = self.panes[kind].data, self.panes[kind].table
         if image is None:
             self._set_status(f"no {kind} image to save yet")
             return None
+        if table is not None:
+            return self._run_save(lambda progress, cancel: save_label_image(path, image, table), f"save {kind}")
         return self._run_save(lambda progress, cancel: [save_image(path, image)], f"save {kind}")
 
     def save_all(self, folder: Union[str, Path], name: Optional[str] = None) -> Optional[Job]:
-        """Write ``<name>_coarse.png``, ``_fine.png`` and ``_rgb.png`` of the shown result into ``folder``."""
-        results = self.current_results()
+        """Write ``<name>_coarse.png``, ``_fine.png`` and ``_rgb.png`` of the shown result into ``folder`` (label
+        maps as indexed PNGs, with their classes.json)."""
+        results, sample = self.current_results(), self._shown
         if not results:
             self._set_status("nothing to save yet: wait for the preview")
             return None
         name = name or self._result_name()
+        if sample.table is not None:
+            return self._run_save(lambda progress, cancel: save_class_results(folder, name, sample), "save all")
         return self._run_save(lambda progress, cancel: save_results(folder, name, results), "save all")
 
     def _result_name(self) -> str:
@@ -717,6 +645,7 @@ class GenerationView(QWidget):
         for job in (self._variations_job, self._loading, *self._save_jobs):
             if job is not None:
                 job.cancel()
+        self.class_models.cancel()
 
     def is_previewing(self) -> bool:
         """A preview job is running or queued."""
@@ -725,11 +654,12 @@ class GenerationView(QWidget):
     def is_idle(self) -> bool:
         """Nothing pending or running: no debounce timer, preview, variations, model load or save."""
         return (not self._timer.isActive() and self._latest.idle and self._variations_job is None
-                and self._loading is None and not self._save_jobs)
+                and self._loading is None and not self.class_models.loading and not self._save_jobs)
 
     def _refresh_busy(self) -> None:
         previewing = not self._latest.idle
-        running = previewing or self._variations_job is not None or self._loading is not None
+        loading = self._loading is not None or self.class_models.loading
+        running = previewing or self._variations_job is not None or loading
         self.progress_bar.setVisible(running)
         if running and self._variations_job is None:
             self.progress_bar.setRange(0, 0)  # busy until the RGB stage reports tiles

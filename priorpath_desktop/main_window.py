@@ -321,7 +321,11 @@ class MainWindow(QMainWindow):
     def _on_edited(self) -> None:
         """After every completed edit (the canvas has already autosaved it): title and live preview."""
         self._update_title()
-        self.generation.request_preview(self.document.mask)  # the view keeps its own copy
+        doc = self.document  # the view keeps its own copy; a class sketch goes as its label map
+        if doc.is_binary:
+            self.generation.request_preview(doc.mask)
+        else:
+            self.generation.request_preview(doc.labels, doc.classes)
 
     def start_from_mask(self, mask: np.ndarray) -> None:
         """A coarse mask from the cluster browser becomes the sketch (one undoable step)."""
@@ -564,8 +568,13 @@ class MainWindow(QMainWindow):
 
     # --- dialogs ----------------------------------------------------------------------------------------------
     def export_dialog(self) -> ExportDialog:
-        dialog = ExportDialog(self.generation.engine, lambda: np.array(self.document.mask, copy=True), self,
-                              folders=self.folders)
+        def sketch() -> np.ndarray:  # a class sketch is exported as its label map
+            doc = self.document
+            return np.array(doc.mask if doc.is_binary else doc.labels, copy=True)
+
+        dialog = ExportDialog(self.generation.engine, sketch, self, folders=self.folders,
+                              current_classes=lambda: None if self.document.is_binary else self.document.classes,
+                              class_engine_provider=self.generation.loaded_class_engine)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         saved = self._settings().value("export")
         if isinstance(saved, str):
