@@ -226,26 +226,28 @@ def evaluate_seed(models: dict[str, Path], train: Path, held: Path, work: Path, 
 
 
 # --- the tables -------------------------------------------------------------------------------------------------
-def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """(mean, standard deviation over seeds) of every shown figure of every set."""
-    out = {}
-    for name in per_seed[0]:
+def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """(mean, standard deviation, number of seeds) of every shown figure of every set, over the seeds
+    that evaluated the set (a set may miss seeds when its generation did not finish)."""
+    out: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for name in dict.fromkeys(n for s in per_seed for n in s):
         out[name] = {}
         for _, key, _ in SHOWN:
             values = [float(s[name][key]) for s in per_seed if s.get(name, {}).get(key) is not None]
             if values:
-                out[name][key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+                out[name][key] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
+                                  len(values))
     return out
 
 
-def table(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
+def table(summary: dict[str, dict[str, tuple[float, float, int]]]) -> str:
     lines = ["| set | " + " | ".join(label for label, _, _ in SHOWN) + " |", "|---|" + "---|" * len(SHOWN)]
     for name, figures in summary.items():
         cells = []
         for _, key, digits in SHOWN:
             if key in figures:
-                mean, sd = figures[key]
-                cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}")
+                mean, sd, n = figures[key]
+                cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{mean:.{digits}f} (1 seed)")
             else:
                 cells.append("—")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -306,6 +308,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (training, generation and evaluation)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--one-seed", default="", help="comma-separated models generated with seed 0 only (for a "
+                    "model whose generation is too slow on this machine; the tables mark its figures '1 seed')")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for reproduce.json/.md")
     ap.add_argument("--figures", type=Path, default=DOCS, help="folder for the montage and t-SNE figure")
     args = ap.parse_args()
@@ -322,7 +326,9 @@ def main() -> None:
         checkpoints = {m: args.work / "runs" / m / "checkpoints" / "latest.safetensors" for m in models}
         checkpoints = {m: p for m, p in checkpoints.items() if p.is_file()}
     plans = {m: json.loads((args.work / "runs" / f"{m}.plan.json").read_text()) for m in checkpoints}
-    per_seed = [evaluate_seed(checkpoints, train, held, args.work, seed, args.device) for seed in range(args.seeds)]
+    one_seed = set(filter(None, args.one_seed.split(",")))
+    per_seed = [evaluate_seed({m: p for m, p in checkpoints.items() if seed == 0 or m not in one_seed},
+                              train, held, args.work, seed, args.device) for seed in range(args.seeds)]
     write_results(args.work, per_seed, plans, args.results, args.figures, size)
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ PAPER_TABLE2 = {
 PAPER_PIX2PIX_OVER_CYCLEGAN = {"H&E": 1.316, "IHC": 1.378}  # §3.1: FID of CycleGAN / FID of pix2pix
 OURS = {"DCGAN": "dcgan", "DEPAS": "depas", "PriorPath": "pix2pix"}
 
-Summary = dict[str, dict[str, tuple[float, float]]]
+Summary = dict[str, dict[str, tuple]]  # name -> figure -> (mean, sd[, seeds])
 
 
 def _range(method: str, column: int) -> str:
@@ -43,7 +43,7 @@ def beside_paper(summary: Summary) -> str:
         for column, key, digits in ((0, "ks", 3), (1, "kl", 3), (2, "fid", 1)):
             cells.append(_range(method, column))
             figure = summary.get(ours, {}).get(key)
-            cells.append(f"{figure[0]:.{digits}f} ± {figure[1]:.{digits}f}" if figure else "—")
+            cells.append(_cell(figure, digits))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -52,7 +52,7 @@ def compare(summary: Summary, a: str, b: str, key: str, higher_is_better: bool =
     """'holds' / 'does not hold' / 'cannot be told' for "a beats b on key"; None when either is missing."""
     if key not in summary.get(a, {}) or key not in summary.get(b, {}):
         return None
-    (ma, sa), (mb, sb) = summary[a][key], summary[b][key]
+    (ma, sa), (mb, sb) = summary[a][key][:2], summary[b][key][:2]
     gain = (ma - mb) if higher_is_better else (mb - ma)
     if gain > sa + sb:
         return "holds"
@@ -61,9 +61,19 @@ def compare(summary: Summary, a: str, b: str, key: str, higher_is_better: bool =
     return "cannot be told"
 
 
+def _cell(figure: Optional[tuple], digits: int) -> str:
+    if not figure:
+        return "—"
+    if len(figure) > 2 and figure[2] == 1:
+        return f"{figure[0]:.{digits}f} (1 seed)"
+    return f"{figure[0]:.{digits}f} ± {figure[1]:.{digits}f}"
+
+
 def _figure(summary: Summary, name: str, key: str) -> str:
-    mean, sd = summary[name][key]
-    return f"{name} {mean:.3g} ± {sd:.2g}"
+    figure = summary[name][key]
+    if len(figure) > 2 and figure[2] == 1:
+        return f"{name} {figure[0]:.3g} (1 seed: its spread unknown, taken as 0)"
+    return f"{name} {figure[0]:.3g} ± {figure[1]:.2g}"
 
 
 CLAIMS = (
