@@ -4,7 +4,9 @@ Paper §2.4 clustered real masks and let the clusters guide the drawing of coars
 one tile per cluster (its exemplars, nearest the centroid, and its size); opening a tile pages through the
 cluster's masks, and the selected one can become the canvas underlay or the start of a new sketch.
 Clustering (and preparing the bundled sample), page thumbnails and full-size images all load in workers;
-the clustering itself lives in Qt-free ``trainer.clusters``.
+the clustering itself lives in Qt-free ``trainer.clusters``, what a member shows in ``cluster_members``.
+A folder with class label maps is clustered on them: thumbnails and previews show them in the class
+colours, and a member's coarse label map starts a class sketch (``classSketchRequested``).
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGridLayout, QHBo
                                QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSizePolicy, QSpinBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
-from trainer.clusters import (ClusterResult, bundled_sample_dataset, cluster_dataset, member_thumbnail, mosaic,
-                              read_image, read_mask, thumbnail)
-from trainer.data.masks import coarse_mask
-from trainer.jobs import CancelToken, ProgressFn, check
+from trainer.clusters import ClusterResult, bundled_sample_dataset, cluster_dataset
+from trainer.jobs import CancelToken, ProgressFn
 
+from .cluster_members import (ALL_TISSUE, EXEMPLARS_PER_TILE, LABEL_SKETCH_TIP, MEMBER_THUMB,  # noqa: F401
+                              NO_TISSUE, SKETCH_TIP, TILE_CELL, cluster_tiles, member_job, page_job, shown,
+                              sketch_start_problem)
 from .image_view import ImageView, array_to_pixmap
 from .messages import show_error
 from .preferences import config_dir
@@ -32,27 +35,12 @@ from .workers import Job, LatestOnly
 
 log = logging.getLogger(__name__)
 
-EXEMPLARS_PER_TILE = 3
-TILE_CELL = (36, 72)  # (h, w) of one exemplar inside a cluster tile
-MEMBER_THUMB = (48, 96)
-PREVIEW = (110, 220)
 PAGE_SIZE = 24
 MAX_K = 30
 AUTO = 1  # the k spin box's "auto" value (k itself starts at 2)
 MEMBERS_STRETCH, PREVIEWS_STRETCH = 3, 1  # the member list gets most of the page's height
 PREVIEW_MIN = (40, 48)  # (h, w): small, so the dock's width never depends on what is shown
-ALL_TISSUE = "this coarse mask is all tissue: there is no layout to sketch from"
-NO_TISSUE = "this coarse mask has no tissue: draw some to see a fine mask"
-SKETCH_TIP = "Replace the canvas with this coarse mask (undoable)"
-
-
-def sketch_start_problem(coarse: np.ndarray) -> Optional[str]:
-    """Why a coarse mask makes a poor starting sketch (all tissue or no tissue: no preview to see), or None."""
-    if not coarse.any():
-        return NO_TISSUE
-    if coarse.all():
-        return ALL_TISSUE
-    return None
+SKETCH_TEXT = {False: "Start sketch from its coarse mask", True: "Start class sketch from its coarse label map"}
 
 
 # --- jobs (Qt-free functions run by workers) -----------------------------------------------------------
@@ -66,44 +54,7 @@ def clustering_job(dataset: Optional[str], k: Optional[int], seed: int, cache_ro
             folder = Path(dataset)
         result = cluster_dataset(folder, k=k, seed=seed, progress=progress, cancel=cancel,
                                  cache_dir=cache_root / "clusters")
-        tiles = []
-        for c in range(result.k):
-            check(cancel)
-            progress(c, result.k, "loading exemplars")
-            exemplars = [member_thumbnail(result, stem, TILE_CELL) for stem in result.members(c)[:EXEMPLARS_PER_TILE]]
-            tiles.append(mosaic(exemplars, columns=1))
-        return result, tiles
-    return run
-
-
-def page_job(result: ClusterResult, cluster: int, page: int, stems: list[str]):
-    """``fn -> (result, cluster, page, [(stem, thumbnail)])`` for one page of a cluster."""
-    def run(progress: ProgressFn, cancel: CancelToken):
-        thumbs = []
-        for i, stem in enumerate(stems):
-            check(cancel)
-            progress(i, len(stems), stem)
-            thumbs.append((stem, member_thumbnail(result, stem, MEMBER_THUMB)))
-        return result, cluster, page, thumbs
-    return run
-
-
-def member_job(result: ClusterResult, stem: str):
-    """``fn -> (stem, {"fine", "coarse", "rgb"?: full-size array}, {same kinds: preview image})``.
-
-    A folder without ``coarse/`` still works: the coarse mask is derived from the fine one the way
-    ``prepare`` makes it (paper §2.3).
-    """
-    def run(progress: ProgressFn, cancel: CancelToken):
-        images = {"fine": read_mask(result.path(stem, "fine"))}
-        check(cancel)
-        coarse = result.path(stem, "coarse")
-        images["coarse"] = read_mask(coarse) if coarse.is_file() else coarse_mask(images["fine"])
-        check(cancel)
-        rgb = result.path(stem, "rgb")
-        if rgb.is_file():
-            images["rgb"] = read_image(rgb, "rgb")
-        return stem, images, {kind: thumbnail(image, PREVIEW) for kind, image in images.items()}
+        return result, cluster_tiles(result, progress, cancel)
     return run
 
 
@@ -112,6 +63,7 @@ class ClusterBrowser(QWidget):
 
     underlayRequested = Signal(object)  # np.ndarray: HxW uint8 fine mask or HxWx3 uint8 RGB
     sketchRequested = Signal(object)  # np.ndarray: HxW uint8 0/255 coarse mask
+    classSketchRequested = Signal(object, object)  # HxW uint8 coarse label map, its ClassTable
     styleRequested = Signal(list)  # str paths of real RGB patches: the RGB stage's stain reference
     statusMessage = Signal(str)
     datasetChanged = Signal(object)  # str: a folder the user chose here clustered fine (save it as a preference)
@@ -130,6 +82,7 @@ class ClusterBrowser(QWidget):
         self._members: list[str] = []
         self._images: dict[str, np.ndarray] = {}  # full-size images of the selected member
         self._images_stem: Optional[str] = None
+        self._images_classes = None  # their class table when they hold label maps
         self._pending_user_choice = False  # the next clustering is of a folder chosen in the dialog
 
         self._pages = LatestOnly(self)
@@ -214,7 +167,7 @@ class ClusterBrowser(QWidget):
         self.use_mask_button.clicked.connect(self.use_mask_as_underlay)
         self.use_rgb_button = QPushButton("Use RGB as underlay")
         self.use_rgb_button.clicked.connect(self.use_rgb_as_underlay)
-        self.sketch_button = QPushButton("Start sketch from its coarse mask")
+        self.sketch_button = QPushButton(SKETCH_TEXT[False])
         self.sketch_button.setToolTip(SKETCH_TIP)
         self.sketch_button.clicked.connect(self.start_sketch)
         self.style_cluster_button = QPushButton("Stain style: this cluster")
@@ -383,9 +336,11 @@ class ClusterBrowser(QWidget):
         return self._images_stem is not None and self._images_stem == self.selected_stem()
 
     def use_mask_as_underlay(self) -> None:
+        """The fine mask, or for a label map clustering the fine label map in its class colours."""
         if self.member_loaded():
-            self.underlayRequested.emit(self._images["fine"].copy())
-            self.statusMessage.emit(f"underlay: fine mask {self._images_stem}")
+            self.underlayRequested.emit(np.array(shown(self._result, self._images, "fine")))
+            what = "label map" if "labels" in self._images else "fine mask"
+            self.statusMessage.emit(f"underlay: {what} {self._images_stem}")
 
     def use_rgb_as_underlay(self) -> None:
         if self.member_loaded() and "rgb" in self._images:
@@ -417,6 +372,10 @@ class ClusterBrowser(QWidget):
         problem = sketch_start_problem(self._images["coarse"])
         if problem is not None:  # the button is disabled then; a call from code gets the reason
             self.statusMessage.emit(problem)
+        elif "coarse_labels" in self._images:
+            self.classSketchRequested.emit(self._images["coarse_labels"].copy(), self._images_classes)
+            self.statusMessage.emit(f"class sketch ({self._images_classes.name}) from the coarse label map of "
+                                    f"{self._images_stem}")
         else:
             self.sketchRequested.emit(self._images["coarse"].copy())
             self.statusMessage.emit(f"new sketch from the coarse mask of {self._images_stem}")
@@ -449,8 +408,10 @@ class ClusterBrowser(QWidget):
         how = "auto, best silhouette" if result.silhouette else "chosen"
         score = f" {result.silhouette[result.k]:.2f}" if result.k in result.silhouette else ""
         cached = " (cached)" if result.from_cache else ""
+        classes = f", by their label maps ({', '.join(result.classes.names)})" if result.has_labels else ""
         self.summary_label.setText(f"{len(result.stems)} masks in {result.k} clusters "
-                                   f"(k {how}{score}){cached}")
+                                   f"(k {how}{score}){cached}{classes}")
+        self.sketch_button.setText(SKETCH_TEXT[result.has_labels])
         self.statusMessage.emit(f"clustered {len(result.stems)} masks of "
                                 f"{self._dataset_name(job.dataset)} into {result.k} clusters")
         if job.user_choice:
@@ -510,17 +471,17 @@ class ClusterBrowser(QWidget):
         self._member_loader.submit(member_job(self._result, stem), "cluster member")
 
     def _on_member_loaded(self, payload) -> None:
-        stem, images, previews = payload
+        stem, images, previews, classes = payload
         if stem != self.selected_stem():
             return
-        self._images, self._images_stem = images, stem
+        self._images, self._images_stem, self._images_classes = images, stem, classes
         for kind, view in self.preview_views.items():
             view.set_placeholder("none")
             view.set_image(previews.get(kind))
         self._enable_member_buttons()
 
     def _clear_member(self) -> None:
-        self._images, self._images_stem = {}, None
+        self._images, self._images_stem, self._images_classes = {}, None, None
         for view in self.preview_views.values():
             view.set_placeholder("")
             view.clear()
@@ -532,7 +493,7 @@ class ClusterBrowser(QWidget):
         self.use_mask_button.setEnabled(loaded)
         problem = sketch_start_problem(self._images["coarse"]) if loaded else None
         self.sketch_button.setEnabled(loaded and problem is None)
-        self.sketch_button.setToolTip(problem or SKETCH_TIP)
+        self.sketch_button.setToolTip(problem or (LABEL_SKETCH_TIP if "coarse_labels" in self._images else SKETCH_TIP))
         self.use_rgb_button.setEnabled(loaded and "rgb" in self._images)
 
     # --- helpers --------------------------------------------------------------------------------------------

@@ -402,13 +402,18 @@ class MaskDocument:
         self._announce(rect)
         return self._record(rect, before)
 
-    def replace(self, mask: np.ndarray) -> Rect:
+    def replace(self, mask: np.ndarray, classes: Optional[ClassTable] = None) -> Rect:
         """Load a whole new mask (binarised at 127, tissue as class 1; it may have another size) as one
-        undoable step."""
+        undoable step; with ``classes``, which must be the document's table, a label map of those classes."""
         self._commit_stroke()
-        new = binarise(mask)
+        if classes is not None and classes != self._classes:
+            raise PriorPathError(f"a label map of table {classes.name!r} cannot replace a sketch drawn in "
+                                 f"table {self._classes.name!r}")
+        if classes is not None:
+            check_labels(mask, classes)
+        new = np.array(mask, np.uint8) if classes is not None else binary_labels(binarise(mask))
         check_size(*new.shape)
-        before, self._labels = self._labels, binary_labels(new)
+        before, self._labels = self._labels, new
         self._push(ReplaceStep(before, self._labels))
         rect = (0, 0, self.width, self.height)
         self._announce(rect)

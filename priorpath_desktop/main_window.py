@@ -213,6 +213,7 @@ class MainWindow(QMainWindow):
         self.canvas.zoomChanged.connect(lambda z: self._status_zoom.setText(f"{z * 100:.0f} %"))
         self.clusters.underlayRequested.connect(self.canvas.set_underlay)
         self.clusters.sketchRequested.connect(self.start_from_mask)
+        self.clusters.classSketchRequested.connect(self.start_from_labels)
         self.clusters.styleRequested.connect(self.set_style)
         self.clusters.datasetChanged.connect(self._dataset_chosen)
         self.clusters.clustered.connect(self._clustered)
@@ -330,6 +331,23 @@ class MainWindow(QMainWindow):
     def start_from_mask(self, mask: np.ndarray) -> None:
         """A coarse mask from the cluster browser becomes the sketch (one undoable step)."""
         self.document.replace(np.asarray(mask, dtype=np.uint8))
+
+    def start_from_labels(self, labels: np.ndarray, classes: ClassTable) -> None:
+        """A coarse label map from the cluster browser becomes the sketch: one undoable step when the sketch is
+        drawn in the same classes, else a new class sketch in its classes (unsaved changes are asked about)."""
+        try:
+            if self.document.classes == classes:
+                self.document.replace(labels, classes)
+                return
+            if not self._may_discard():
+                return
+            document = MaskDocument.from_labels(labels, classes, undo_depth=self.prefs.undo_depth)
+        except PriorPathError as exc:
+            show_error(self, "Cannot start a sketch from this label map", str(exc))
+            return
+        document.mark_unsaved()  # a new sketch that no file holds yet
+        self._set_document(document)
+        self.statusBar().showMessage(f"new class sketch in {classes.name}: {', '.join(classes.names[1:])}", 5000)
 
     def new_sketch(self) -> None:
         if not self._may_discard():
