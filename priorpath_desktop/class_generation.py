@@ -50,8 +50,15 @@ def generate_class_sample(engine: Engine, coarse: np.ndarray, seed: int,
                           on_fine: Optional[Callable[[np.ndarray], None]] = None, progress: ProgressFn = no_progress,
                           cancel: Optional[CancelToken] = None, table: Optional[ClassTable] = None) -> Sample:
     """Coarse label map -> fine label map (handed to ``on_fine`` at once) -> RGB tile and, for he3, its rule
-    labels. ``table``: the sketch's own (its colours); by default the engine's."""
+    labels. With the he3 quilt the fine map and the tile come from one pass (``Engine.sketch_labels``): the
+    map is the rule's reading of the tile. ``table``: the sketch's own (its colours); by default the engine's."""
     table = table or engine.classes
+    if engine.joint_sketches:
+        fine, result = engine.sketch_labels(coarse, seed, cancel)
+        if on_fine is not None:
+            on_fine(fine)
+        progress(1, 1, "")
+        return Sample(seed, coarse, fine, result.rgb, table, fine if table.names == HE3.names else None)
     fine = engine.fine_labels(coarse, seed, cancel)
     check(cancel)
     if on_fine is not None:

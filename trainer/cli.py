@@ -203,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--style", nargs="+", type=Path, default=None, metavar="DIR|FILE",
                         help="stain reference: real H&E tiles, folders of them, or a prepared folder. The quilt RGB "
                              "model copies tissue from them; neural RGB models are stain-normalised to them")
+    models.add_argument("--sketch-path", choices=("auto", "joint", "staged"), default="auto",
+                        help="class sketches (--coarse-labels, export --classes): joint = real tissue copied to the "
+                             "sketch in one pass, the fine label map read from it by the he3 rule (realistic; "
+                             "follows the sketch as closely as the library allows); staged = the mask model draws "
+                             "the fine map, then the tile is made to obey it (follows the sketch more closely, "
+                             "nuclei partly painted). auto (default): joint where the RGB model can")
     models.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                         help="processes drawing samples (default auto: one per CPU core; on CUDA one per GPU, "
                              "and with one GPU this process; 1 = this process). Same output for any N")
@@ -425,7 +431,8 @@ def _engine(args):
     if classes:  # label maps: the class-aware defaults
         mask_model = default_model_path("mask", classes) if mask_model is None else mask_model
         rgb_model = default_model_path("rgb", classes) if rgb_model is None else rgb_model
-    engine = Engine("none" if fine_given else mask_model, rgb_model, device=args.device, style=args.style)
+    engine = Engine("none" if fine_given else mask_model, rgb_model, device=args.device, style=args.style,
+                    sketch_path=getattr(args, "sketch_path", "auto"))
     if engine.style:
         log.info("style: %s", engine.style)
     for role, label in engine.describe().items():

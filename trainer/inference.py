@@ -130,6 +130,9 @@ def check_mask(mask: np.ndarray, what: str) -> np.ndarray:
     return np.where(mask > 0, 255, 0).astype(np.uint8)
 
 
+SKETCH_PATHS = ("auto", "joint", "staged")  # class sketch -> tile: one pass, or fine map first (generate_labels)
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     """What an engine was built from, picklable: a worker process rebuilds the same engine from it."""
@@ -145,6 +148,7 @@ class EngineSpec:
     #: the SHA-256 prefixes of both models and of the style reference: a rebuilt engine must match them,
     #: or a file changed on disk and the worker's samples would differ from the parent's
     shas: tuple[Optional[str], Optional[str], Optional[str]]
+    sketch_path: str = "auto"
 
 
 class Engine:
@@ -153,8 +157,9 @@ class Engine:
     def __init__(self, mask_model: Union[str, Path, None] = None, rgb_model: Union[str, Path, None] = None,
                  device: str = "auto", half: Optional[bool] = None, tile: str = "auto",
                  style: Optional[Sequence[Union[str, Path]]] = None, style_groups: Optional[Sequence[str]] = None,
-                 rgb_options: Optional[dict] = None):
+                 rgb_options: Optional[dict] = None, sketch_path: str = "auto"):
         """``mask_model``/``rgb_model``: checkpoint paths, None for the default, "none" for no model.
+        ``sketch_path``: how a class sketch becomes a tile (``generate_labels``): "joint", "staged" or "auto".
         ``half``: fp16 autocast (default: on CUDA). ``tile``: "auto", "always" or "never".
         ``style``: a stain reference (see ``set_style``). ``rgb_options``: override the RGB model's options.
         ``device`` may name a GPU, "cuda:1" (a worker process per GPU)."""
@@ -163,6 +168,9 @@ class Engine:
         self.device = _pick_device(device)
         self.half = (self.device.type == "cuda") if half is None else bool(half)
         self.tile = tile
+        if sketch_path not in SKETCH_PATHS:
+            raise PriorPathError(f"sketch path must be one of {', '.join(SKETCH_PATHS)}, got {sketch_path!r}")
+        self.sketch_path = sketch_path
         self._lock = threading.Lock()
         self._normaliser = None  # stain normalisation to the style reference, for neural RGB models
         self.style: Optional[str] = None  # what the style reference is, in words
@@ -234,13 +242,14 @@ class Engine:
                           str(self.rgb_model.path) if self.rgb_model else "none", str(self.device), self.half,
                           self.tile, style, groups, self._rgb_options,
                           (self.mask.sha if self.mask else None, self.rgb_model.sha if self.rgb_model else None,
-                           self.style_sha))
+                           self.style_sha), self.sketch_path)
 
     @classmethod
     def from_spec(cls, spec: EngineSpec, device: Optional[str] = None) -> "Engine":
         """The engine ``spec`` describes (on ``device`` when given), refused if a file changed since."""
         engine = cls(spec.mask_model, spec.rgb_model, device=device or spec.device, half=spec.half, tile=spec.tile,
-                     style=spec.style, style_groups=spec.style_groups, rgb_options=spec.rgb_options)
+                     style=spec.style, style_groups=spec.style_groups, rgb_options=spec.rgb_options,
+                     sketch_path=spec.sketch_path)
         now = (engine.mask.sha if engine.mask else None, engine.rgb_model.sha if engine.rgb_model else None,
                engine.style_sha)
         for what, before, after in zip(("mask model " + spec.mask_model, "RGB model " + spec.rgb_model,
@@ -335,10 +344,39 @@ class Engine:
         result = self._run_labels(self.rgb_model, fine, seed, cancel, style_group)
         return result if details else result.rgb
 
+    @property
+    def joint_sketches(self) -> bool:
+        """Whether class sketches become tiles in one pass (``sketch_labels``): the RGB model can (the he3
+        quilt) and ``sketch_path`` is not "staged"."""
+        can = self.rgb_model is not None and hasattr(self.rgb_model.module, "synthesize_from_sketch")
+        if self.sketch_path == "joint" and not can:
+            raise PriorPathError("--sketch-path joint needs an example-based class RGB model (quilt with "
+                                 "classes=he3, e.g. resources/models/rgb_he3.safetensors)")
+        return can and self.sketch_path != "staged"
+
+    def sketch_labels(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None,
+                      style_group: Optional[str] = None):
+        """A coarse label map -> (fine label map, ``LabelSynthesis``) in one pass: real tissue copied to the
+        sketch's class layout, the fine map the he3 rule read from it (``quilting_classes.synthesize_from_coarse``)."""
+        table = model_classes(self.rgb_model) if self.rgb_model is not None else None
+        if table is None or not hasattr(self.rgb_model.module, "synthesize_from_sketch"):
+            raise PriorPathError("a one-pass class tile needs an example-based class RGB model (quilt with "
+                                 "classes=he3, e.g. resources/models/rgb_he3.safetensors)")
+        coarse = check_label_map(coarse, table, "coarse label map")
+        with self._lock, torch.inference_mode(), self._seeded(seed):
+            check(cancel)
+            generator = torch.Generator().manual_seed(int(seed))
+            return self.rgb_model.module.synthesize_from_sketch(coarse, generator, style_group)
+
     def generate_labels(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None
                         ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Coarse label map -> (fine label map, RGB or None without an RGB model). With a binary RGB model
-        the tile is drawn for the fine map's tissue (``tissue_of``): air/tissue exact, classes not drawn."""
+        """Coarse label map -> (fine label map, RGB or None without an RGB model). With the he3 quilt the two
+        come from one pass (``sketch_labels``) unless ``sketch_path`` is "staged": then the mask model draws
+        the fine map and the RGB model a tile for it. With a binary RGB model the tile is drawn for the fine
+        map's tissue (``tissue_of``): air/tissue exact, classes not drawn."""
+        if self.joint_sketches:
+            fine, result = self.sketch_labels(coarse, seed, cancel)
+            return fine, result.rgb
         fine = self.fine_labels(coarse, seed, cancel)
         if self.rgb_model is None:
             return fine, None

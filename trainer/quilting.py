@@ -277,9 +277,11 @@ def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.rand
     return src
 
 
-def _quilt(library: Library, src: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Paste every block's source window along minimum-error cuts; returns the image and each pixel's class."""
-    s = library.settings
+def _quilt(library: Library, src: np.ndarray, size: tuple[int, int], settings: Optional[QuiltSettings] = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Paste every block's source window along minimum-error cuts; returns the image and each pixel's class.
+    ``settings``: the block and overlap the sources were chosen with (default: the library's)."""
+    s = settings or library.settings
     b, o = s.block, s.overlap
     step = b - o
     ny, nx = src.shape[:2]

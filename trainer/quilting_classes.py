@@ -25,6 +25,7 @@ tissue exactly, nuclei as closely as the rule's smoothing and blob cleaning allo
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from . import quilting
 from .data.classes import AIR
-from .data.labels import NUCLEI, STROMA, haematoxylin, he3_labels, nuclei_threshold
+from .data.labels import NUCLEI, STROMA, coarse_labels, haematoxylin, he3_labels, nuclei_threshold
 from .data.masks import luma
 from .errors import PriorPathError
 from .nuclei_paint import collect_stamps, paint_nuclei, settle_nuclei
@@ -48,6 +49,10 @@ GLASS_GREY = 16  # ... and this close to grey (channels at most this far apart):
 DEFAULT_GLASS = (242, 242, 242)  # a slide without any glass in the library
 DEEP = 3.0  # px: a pixel this far inside the region it must join takes that region's colour in full
 CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that must become tissue takes
+AIR_MARGIN = 3.0  # px: tissue this close to the sketch's tissue is its fine edge (sketch -> tile)
+SKETCH_BLOCK = 48  # px: sketch -> tile blocks (benchmarks/class_generation.py: sketch agreement against 64 and 96)
+SKETCH_CANDIDATES = 48
+COARSE_WEIGHT = 4.0  # weight of the coarse-class disagreement against the overlap colour error (sketch -> tile)
 
 
 @dataclass
@@ -86,32 +91,64 @@ class LabelLibrary:
                                if (sample_bright & (pixel_group == g)).any() else DEFAULT_GLASS
                                for g in range(n_groups)], np.float32)
         self.index = LabelWindowIndex(self, self.settings.block, self.settings.block // 6)
+        self._coarse_index, self.coarse, self.coarse_fractions = None, None, None
         self.stamps = [collect_stamps([(base.tile_rgb(t), self.tile_labels(t)) for t in m]) for m in members]
 
     @property
     def group_names(self) -> list[str]:
         return self.base.group_names
 
+    def sketch_settings(self) -> QuiltSettings:
+        """Blocks for sketch -> tile: smaller than the library's (``SKETCH_BLOCK``), so the tile follows the
+        sketch's class layout more closely, with more candidates, as a sketch constrains less than a fine map."""
+        s = self.settings
+        block = min(s.block, SKETCH_BLOCK)
+        return dataclasses.replace(s, block=block, overlap=min(s.overlap, block // 4),
+                                   candidates=max(s.candidates, SKETCH_CANDIDATES))
+
+    def coarse_index(self) -> "LabelWindowIndex":
+        """Windows described by the coarse label map of their tile (``labels.coarse_labels``, the rule that
+        made the training sketches), built on first use: only sketch -> tile generation needs it."""
+        if self._coarse_index is None:
+            base = self.base
+            self.coarse = np.concatenate([coarse_labels(self.tile_labels(t)).ravel() for t in range(len(base))])
+            block = self.sketch_settings().block
+            self._coarse_index = LabelWindowIndex(self, block, block // 6,
+                                                  labels_of=self.tile_coarse)
+            counts = np.stack([np.bincount(self.tile_coarse(t).ravel(), minlength=3)[:3] for t in range(len(base))])
+            self.coarse_fractions = np.stack([counts[base.tile_group == g].sum(0) / max(1, counts[
+                base.tile_group == g].sum()) for g in range(len(base.group_names))])
+        return self._coarse_index
+
+    def tile_coarse(self, t: int) -> np.ndarray:
+        h, w = self.base.shapes[t]
+        return self.coarse[self.base.offsets[t]:self.base.offsets[t] + h * w].reshape(h, w)
+
     def tile_labels(self, t: int) -> np.ndarray:
         h, w = self.base.shapes[t]
         return self.labels[self.base.offsets[t]:self.base.offsets[t] + h * w].reshape(h, w)
 
-    def pick_group(self, target: np.ndarray, rng: np.random.Generator) -> int:
-        """A group (slide) drawn by area and by how well its class fractions cover the map's: a slide with a
-        tenth of the glass a map asks for would fill the rest with tissue bleached past the air threshold.
-        Each class the map holds weighs (group fraction / map fraction, at most 1) squared."""
+    def pick_group(self, target: np.ndarray, rng: np.random.Generator, fractions: Optional[np.ndarray] = None
+                   ) -> int:
+        """A group (slide) drawn by area and by how well its class fractions (``fractions``, default: of the
+        fine labels) cover the map's: a slide with a tenth of the glass a map asks for would fill the rest with
+        tissue bleached past the air threshold. Each class the map holds weighs (group fraction / map
+        fraction, at most 1) squared."""
+        fractions = self.group_fractions if fractions is None else fractions
         want = np.bincount(np.asarray(target).ravel(), minlength=3)[:3] / max(1, np.asarray(target).size)
-        cover = np.where(want > 0, np.minimum(1.0, self.group_fractions / np.maximum(want, 1e-9)), 1.0)
+        cover = np.where(want > 0, np.minimum(1.0, fractions / np.maximum(want, 1e-9)), 1.0)
         weights = self.base.group_area * (cover ** 2).prod(1)
         weights = weights if weights.sum() > 0 else self.base.group_area
         return int(rng.choice(len(weights), p=weights / weights.sum()))
 
 
 class LabelWindowIndex(quilting.WindowIndex):
-    """``quilting.WindowIndex`` with windows described by their class layout instead of their tissue mask."""
+    """``quilting.WindowIndex`` with windows described by their class layout instead of their tissue mask
+    (the fine labels of the library, or ``labels_of(t)``: its coarse labels)."""
 
-    def __init__(self, library: LabelLibrary, block: int, grid: int):
+    def __init__(self, library: LabelLibrary, block: int, grid: int, labels_of=None):
         base = library.base
+        labels_of = labels_of or library.tile_labels
         self.block, self.pool = block, max(2, block // 8)
         pool = self.pool
         grid = max(grid, pool) // pool * pool
@@ -121,7 +158,7 @@ class LabelWindowIndex(quilting.WindowIndex):
             if min(h, w) < block:
                 continue
             hh, ww = h // pool * pool, w // pool * pool
-            small = self._layout(library.tile_labels(t)[None, :hh, :ww])
+            small = self._layout(labels_of(t)[None, :hh, :ww])
             k, stride = block // pool, grid // pool
             feats.append(F.unfold(small, k, stride=stride)[0].T)
             ny, nx = (hh // pool - k) // stride + 1, (ww // pool - k) // stride + 1
@@ -188,9 +225,92 @@ def synthesize_labels(library: LabelLibrary, target: np.ndarray, rng: np.random.
     return LabelSynthesis(out, library.group_names[g], t, corrected, painted)
 
 
-def _choose(library: LabelLibrary, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``quilting``'s wavefront choice with the nuclei/stroma disagreement added to each window's cost."""
-    base, s = library.base, library.settings
+def _fine_cost(library: LabelLibrary, where: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """n x k cost of windows (flat pixel indices ``where``) under fine label blocks: the air correction they
+    need plus the share of the map's tissue whose nuclei/stroma class they get wrong (what painting fixes)."""
+    s = library.settings
+    cost = s.mask_weight * _correction(library.base.margin[where], target != AIR, GLASS_LUMA - s.threshold)
+    tissue = np.maximum((target != AIR).sum((-2, -1)), 1)
+    wrong = ((library.labels[where] == NUCLEI) != (target == NUCLEI)) & (target != AIR)
+    return cost + library.nuclei_weight * wrong.sum((-2, -1)) / tissue
+
+
+def _coarse_cost(library: LabelLibrary, where: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """n x k cost of windows under coarse label blocks: the share of pixels whose coarse class differs."""
+    return COARSE_WEIGHT * (library.coarse[where] != target).mean((-2, -1))
+
+
+def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.random.Generator,
+                           group: Optional[str] = None) -> tuple[np.ndarray, LabelSynthesis]:
+    """A sketch (HxW coarse label map) -> (fine label map, RGB tile) in one pass, nothing painted.
+
+    Windows are matched on the coarse label map their own tile's labels give (the rule that made the
+    training sketches), chosen by agreement with the sketch and with the neighbours' colours, and pasted
+    along minimum-error cuts; the fine label map is the he3 rule applied to the quilt with the slide's
+    threshold. Label and image both come from real tissue, so nuclei keep their real shape and chromatin
+    and the map is the image's label by definition; the sketch is followed as closely as the library's
+    coarse layouts allow (measured in ``benchmarks/class_generation.py``).
+    """
+    base = library.base
+    s = library.sketch_settings()
+    coarse = np.asarray(coarse)
+    h0, w0 = coarse.shape
+    b, o = s.block, s.overlap
+    step = b - o
+    ny, nx = max(1, math.ceil((h0 - o) / step)), max(1, math.ceil((w0 - o) / step))
+    padded = np.pad(coarse, ((0, ny * step + o - h0), (0, nx * step + o - w0)), mode="edge")
+    index = library.coarse_index()
+    if group is None:
+        g = library.pick_group(coarse, rng, library.coarse_fractions)
+    elif group in library.group_names:
+        g = library.group_names.index(group)
+    else:
+        raise PriorPathError(f"quilt: no style group '{group}' in the library ({', '.join(library.group_names)})")
+    gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+    blocks = np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
+    cand = index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
+    src = _choose(library, blocks, cand, rng, _coarse_cost, s)
+    out = np.ascontiguousarray(quilting._quilt(base, src, padded.shape, s)[0][:h0, :w0])
+    cleared = _clear_air(out, coarse != AIR, s.threshold, library.glass[g])
+    t = float(library.thresholds[g])
+    fine = he3_labels(out, t, s.threshold)
+    return fine, LabelSynthesis(out, library.group_names[g], t, cleared, cleared)
+
+
+def _clear_air(out: np.ndarray, sketch_tissue: np.ndarray, threshold: int, glass: np.ndarray) -> float:
+    """Copied tissue where the sketch says air, more than ``AIR_MARGIN`` px from its tissue, faded toward the
+    slide's glass (in place): just past the air threshold at the margin, glass ``DEEP`` px further in. The
+    coarse rule smooths a real mask's outline by about that margin, so tissue within it is the sketch's own
+    fine edge and stays. Returns the fraction of pixels changed."""
+    outside = (~sketch_tissue).astype(np.uint8)
+    depth = cv2.distanceTransform(outside, cv2.DIST_L2, 3) - AIR_MARGIN
+    lum = luma(out).astype(np.float32)
+    move = (depth > 0) & ((lum <= threshold) | (depth > 1))
+    if not move.any():
+        return 0.0
+    img = out.astype(np.float32)
+    c, lc = img[move], lum[move]
+    lg = float(glass @ quilting.LUMA_WEIGHTS)
+    goal = threshold + 1 + quilting.CORRECTION_MARGIN
+    reach = np.where(lc < goal, (goal - lc) / np.maximum(lg - lc, 1e-3), 0.0)
+    t = np.clip(np.maximum(reach, depth[move] / DEEP), 0, 1)
+    img[move] = c + t[:, None] * (glass - c)
+    fixed = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    for _ in range(255):  # rounding or a pale glass colour: step on until the rule calls it air
+        off = move & (luma(fixed) <= threshold)
+        if not off.any():
+            break
+        fixed[off] = np.clip(fixed[off].astype(np.int16) + 1, 0, 255).astype(np.uint8)
+    changed = np.any(fixed != out, -1)
+    out[...] = fixed
+    return float(changed.mean())
+
+
+def _choose(library: LabelLibrary, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator,
+            window_cost=_fine_cost, settings: Optional[QuiltSettings] = None) -> np.ndarray:
+    """``quilting``'s wavefront choice with ``window_cost`` (fine: nuclei/stroma disagreement added to the air
+    correction) in place of the binary correction."""
+    base, s = library.base, settings or library.settings
     b, o = s.block, s.overlap
     step = b - o
     ny, nx = blocks.shape[:2]
@@ -218,13 +338,7 @@ def _choose(library: LabelLibrary, blocks: np.ndarray, cand: np.ndarray, rng: np
             nb[~ok] = options[~ok, 0]
             extra.append(nb[:, None])
         options = np.concatenate([options] + extra, 1)
-        target = blocks[ii, jj][:, None, ::2, ::2]
-        where = base.flat_index(options, sub, sub)
-        cost = s.mask_weight * _correction(base.margin[where], target != AIR, GLASS_LUMA - s.threshold)
-        # nuclei where the map has stroma or the reverse, per tissue pixel of the map: what painting must fix
-        tissue = np.maximum((target != AIR).sum((-2, -1)), 1)
-        wrong = ((library.labels[where] == NUCLEI) != (target == NUCLEI)) & (target != AIR)
-        cost += library.nuclei_weight * wrong.sum((-2, -1)) / tissue
+        cost = window_cost(library, base.flat_index(options, sub, sub), blocks[ii, jj][:, None, ::2, ::2])
         for side, (rows, cols, nb_rows, nb_cols, di, dj) in enumerate(((ar_b, ar_o, ar_b, ar_o + step, 0, -1),
                                                                         (ar_o, ar_b, ar_o + step, ar_b, -1, 0))):
             has = (jj > 0) if side == 0 else (ii > 0)

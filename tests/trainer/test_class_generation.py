@@ -240,13 +240,67 @@ def test_export_writes_a_segmentation_ready_labelled_dataset_and_resumes(engine,
 
 
 def test_the_shipped_he3_models_draw_a_labelled_tile():
-    engine = Engine(default_model_path("mask", "he3"), default_model_path("rgb", "he3"), device="cpu")
-    assert engine.classes == HE3
-    fine, rgb = engine.generate_labels(three_class_sketch(), 0)
-    result = engine.rgb_labels(fine, 0, details=True)
+    staged = Engine(default_model_path("mask", "he3"), default_model_path("rgb", "he3"), device="cpu",
+                    sketch_path="staged")
+    assert staged.classes == HE3 and not staged.joint_sketches
+    fine, rgb = staged.generate_labels(three_class_sketch(), 0)
+    result = staged.rgb_labels(fine, 0, details=True)
     assert np.array_equal(result.rgb, rgb)
     got = he3_labels(rgb, result.nuclei_threshold)
     assert np.array_equal(got == 0, fine == 0)
     assert iou(got, fine, NUCLEI) >= NUCLEI_IOU_BAR
     for role in ("mask", "rgb"):
         assert default_model_path(role, "he3").stat().st_size < 4_000_000
+
+
+def test_a_sketch_becomes_a_tile_in_one_pass_whose_rule_labels_are_the_fine_map():
+    """The default (joint) path: real tissue copied to the sketch; the fine map is the he3 rule's reading of the
+    tile, exactly; the sketch's air is glass away from its tissue; nuclei gather in the nuclei-dense class."""
+    engine = Engine(default_model_path("mask", "he3"), default_model_path("rgb", "he3"), device="cpu")
+    assert engine.joint_sketches
+    sketch = np.zeros((256, 512), np.uint8)
+    sketch[40:216, 40:472] = STROMA
+    sketch[70:190, 260:440] = NUCLEI
+    fine, result = engine.sketch_labels(sketch, 0)
+    assert np.array_equal(he3_labels(result.rgb, result.nuclei_threshold), fine)
+    fine2, rgb2 = engine.generate_labels(sketch, 0)
+    assert np.array_equal(fine2, fine) and np.array_equal(rgb2, result.rgb)
+    assert not np.array_equal(engine.generate_labels(sketch, 1)[1], rgb2)
+    # no tissue in the sketch's air further than the margin the coarse rule smooths
+    from trainer.quilting_classes import AIR_MARGIN
+
+    far = np.ones_like(sketch)
+    far[40 - int(AIR_MARGIN) - 1:216 + int(AIR_MARGIN) + 1, 40 - int(AIR_MARGIN) - 1:472 + int(AIR_MARGIN) + 1] = 0
+    assert not (fine[far > 0] != 0).any()
+    assert iou(fine != 0, sketch != 0, True) >= 0.6
+    dense = (fine[sketch == NUCLEI] == NUCLEI).mean()
+    sparse = (fine[sketch == STROMA] == NUCLEI).mean()
+    assert dense > 2 * sparse, (dense, sparse)
+
+
+def test_the_sketch_path_is_chosen_checked_and_recorded(models, tmp_path):
+    from trainer.cli import main
+
+    with pytest.raises(PriorPathError, match="sketch path"):
+        Engine(models[0], models[1], device="cpu", sketch_path="both")
+    binary_rgb = Engine(models[0], default_model_path("rgb"), device="cpu", sketch_path="joint")
+    with pytest.raises(PriorPathError, match="joint needs"):
+        binary_rgb.generate_labels(three_class_sketch(), 0)
+    given = tmp_path / "in"
+    given.mkdir()
+    Image.fromarray(three_class_sketch(), mode="P").save(given / "nest.png")
+    (given / "classes.json").write_text(json.dumps(HE3.to_json()))
+    outs = {}
+    for path in ("joint", "staged"):
+        out = tmp_path / path
+        assert main(["generate", "--coarse-labels", str(given), "--mask-model", str(models[0]), "--rgb-model",
+                     str(models[1]), "--out", str(out), "--workers", "1", "--no-progress",
+                     "--sketch-path", path]) == 0
+        outs[path] = np.asarray(Image.open(out / "rgb" / "nest.png"))
+    assert not np.array_equal(outs["joint"], outs["staged"])
+    engine = Engine(models[0], models[1], device="cpu")
+    export_dataset([given], tmp_path / "export", 1, engine, size=(96, 192))
+    assert json.loads((tmp_path / "export" / "export.json").read_text())["sketch_path"] == "joint"
+    with pytest.raises(PriorPathError):
+        export_dataset([given], tmp_path / "export", 2, Engine(models[0], models[1], device="cpu",
+                                                               sketch_path="staged"), size=(96, 192))

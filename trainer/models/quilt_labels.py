@@ -16,7 +16,7 @@ import torch
 
 from ..data.classes import HE3, ClassTable
 from ..errors import PriorPathError
-from ..quilting_classes import LabelLibrary, LabelSynthesis, synthesize_labels
+from ..quilting_classes import LabelLibrary, LabelSynthesis, synthesize_from_coarse, synthesize_labels
 from .quilt import Model
 
 
@@ -43,6 +43,12 @@ class LabelQuilt(Model):
         """One tile for an HxW he3 label map, with the slide's nuclei threshold (the first item of
         ``translate`` with the same generator)."""
         return self._synthesize_all(np.asarray(labels)[None], generator, group)[0]
+
+    def synthesize_from_sketch(self, coarse: np.ndarray, generator: Optional[torch.Generator] = None,
+                               group: Optional[str] = None) -> tuple[np.ndarray, LabelSynthesis]:
+        """A coarse label map -> (fine label map, tile) in one pass (``synthesize_from_coarse``)."""
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator).item())
+        return synthesize_from_coarse(self.library(), np.asarray(coarse), np.random.default_rng([seed, 0]), group)
 
     @torch.no_grad()
     def translate(self, labels: torch.Tensor, generator: Optional[torch.Generator] = None,
