@@ -1,10 +1,11 @@
-"""docs/classes_generated.jpg: coarse he3 label maps -> fine label maps -> labelled H&E tiles, with the he3 models.
+"""docs/classes_generated.jpg: coarse he3 label maps -> labelled H&E tiles by both sketch paths, with the he3 models.
 
 Rows: three held-out coarse label maps (osteosarcoma patients Case-3 and Case-48, never in either model) and
-one drawn here in code. Columns: coarse label map | generated fine label map | generated RGB | the he3 rule
-applied to that RGB, over it | the real tile the coarse map came from | its rule labels (for the drawn
-map: a real held-out tile of similar layout). The per-class IoU of rule(RGB) against the fine map is written
-on each row.
+one drawn here in code. Columns: coarse label map | the tile of the default (joint) path | its fine label map
+(the he3 rule read from that tile) | the staged path's fine label map (mask model) | the staged path's tile
+(made to obey it) | the real tile the coarse map came from (for the drawn map: a real held-out tile of a
+cellular region). Each row's caption gives the sketch agreement (per-class IoU of the coarse rule on the
+fine map against the sketch).
 
     python docs/classes_figure.py --heldout WORK/heldout [--out docs/classes_generated.jpg]
 
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trainer.data.classes import HE3, read_label_png  # noqa: E402
-from trainer.data.labels import he3_labels  # noqa: E402
+from trainer.data.labels import coarse_labels  # noqa: E402
 from trainer.data.prepare import read_manifest  # noqa: E402
 from trainer.inference import Engine, default_model_path  # noqa: E402
 
@@ -49,15 +50,6 @@ def drawn_map(size=(256, 512)) -> np.ndarray:
     cv2.ellipse(labels, (420, 235), (60, 18), 0, 0, 360, 1, -1)
     cv2.ellipse(labels, (300, 150), (30, 20), 0, 0, 360, 2, -1)
     return labels
-
-
-def overlay(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The RGB with the rule's nuclei outlined (yellow) and its air outlined (cyan)."""
-    out = rgb.copy()
-    for cls, colour in ((2, (255, 230, 0)), (0, (0, 200, 255))):
-        edge = cv2.morphologyEx((labels == cls).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((2, 2), np.uint8)) > 0
-        out[edge & (labels == cls)] = colour
-    return out
 
 
 def caption(image: np.ndarray, text: str) -> np.ndarray:
@@ -84,21 +76,25 @@ def main() -> None:
         else:
             coarse, _ = read_label_png(args.heldout / "coarse_labels" / f"{stem}.png")
             title = stem[:38]
-        fine = engine.fine_labels(coarse, SEED + k)
-        result = engine.rgb_labels(fine, SEED + k, details=True)
-        got = he3_labels(result.rgb, result.nuclei_threshold)
-        iou = [np.count_nonzero((got == c) & (fine == c)) / max(1, np.count_nonzero((got == c) | (fine == c)))
-               for c in range(3)]
+        fine, joint = engine.sketch_labels(coarse, SEED + k)
+        staged_fine = engine.fine_labels(coarse, SEED + k)
+        staged = engine.rgb_labels(staged_fine, SEED + k, details=True)
         real = cv2.cvtColor(cv2.imread(str(args.heldout / "rgb" / f"{stem}.png")), cv2.COLOR_BGR2RGB)
-        real_labels, _ = read_label_png(args.heldout / "labels" / f"{stem}.png")
-        panels = [caption(HE3.colourise(coarse), f"coarse: {title}"),
-                  caption(HE3.colourise(fine), "generated fine labels"),
-                  caption(result.rgb, f"generated RGB ({result.group[:24]})"),
-                  caption(overlay(result.rgb, got), "rule(RGB): IoU air %.3f stroma %.3f nuclei %.3f" % tuple(iou)),
-                  caption(real, "real tile"), caption(HE3.colourise(real_labels), "real tile's rule labels")]
+
+        def agree(labels):
+            back = coarse_labels(labels)
+            return tuple(np.count_nonzero((back == c) & (coarse == c)) /
+                         max(1, np.count_nonzero((back == c) | (coarse == c))) for c in range(3))
+
+        panels = [caption(HE3.colourise(coarse), f"sketch: {title}"),
+                  caption(joint.rgb, f"joint tile (default), {joint.group[:24]}"),
+                  caption(HE3.colourise(fine), "its labels: sketch IoU %.2f/%.2f/%.2f" % agree(fine)),
+                  caption(HE3.colourise(staged_fine), "staged fine map: IoU %.2f/%.2f/%.2f" % agree(staged_fine)),
+                  caption(staged.rgb, "staged tile (nuclei painted)"),
+                  caption(real, "real tile")]
         gutter = np.full((256, 4, 3), 255, np.uint8)
         rows.append(np.concatenate(sum(([p, gutter] for p in panels), [])[:-1], 1))
-        print(title, "IoU", np.round(iou, 4))
+        print(title, "sketch IoU joint", np.round(agree(fine), 3), "staged", np.round(agree(staged_fine), 3))
     figure = np.concatenate(sum(([r, np.full((4, r.shape[1], 3), 255, np.uint8)] for r in rows), [])[:-1], 0)
     cv2.imwrite(str(args.out), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     print(f"{args.out}: {figure.shape[1]}x{figure.shape[0]}")

@@ -52,6 +52,9 @@ CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that
 AIR_MARGIN = 3.0  # px: tissue this close to the sketch's tissue is its fine edge (sketch -> tile)
 SKETCH_BLOCK = 48  # px: sketch -> tile blocks (benchmarks/class_generation.py: sketch agreement against 64 and 96)
 SKETCH_CANDIDATES = 48
+UNIFORM_SUPPLY = 4  # a slide should hold this many windows of one class per sketch block of that class only
+REUSE_PENALTY = 0.1  # cost per earlier paste of the same window (as 2.5 % more of a block's coarse class wrong)
+TIE_BREAK = 1e-6  # below any difference of real layouts (one 6x6 cell differing by one pixel: 1/36^2 ~ 8e-4)
 COARSE_WEIGHT = 4.0  # weight of the coarse-class disagreement against the overlap colour error (sketch -> tile)
 
 
@@ -91,7 +94,7 @@ class LabelLibrary:
                                if (sample_bright & (pixel_group == g)).any() else DEFAULT_GLASS
                                for g in range(n_groups)], np.float32)
         self.index = LabelWindowIndex(self, self.settings.block, self.settings.block // 6)
-        self._coarse_index, self.coarse, self.coarse_fractions = None, None, None
+        self._coarse_index, self.coarse, self.coarse_fractions, self.uniform_windows = None, None, None, None
         self.stamps = [collect_stamps([(base.tile_rgb(t), self.tile_labels(t)) for t in m]) for m in members]
 
     @property
@@ -115,6 +118,14 @@ class LabelLibrary:
             block = self.sketch_settings().block
             self._coarse_index = LabelWindowIndex(self, block, block // 6,
                                                   labels_of=self.tile_coarse)
+            # windows of one coarse class throughout, per group and class: what uniform areas are filled from
+            feats = self._coarse_index.features.numpy()
+            cells = feats.shape[1] // 2
+            stroma, nuclei = feats[:, :cells].min(1) > 0.999, feats[:, cells:].min(1) > 0.999 * NUCLEI_FEATURE_WEIGHT
+            air = feats.max(1) < 1e-6
+            group = base.tile_group[self._coarse_index.windows[:, 0]]
+            self.uniform_windows = np.stack([np.bincount(group[m], minlength=len(base.group_names))
+                                             for m in (air, stroma, nuclei)], 1)
             counts = np.stack([np.bincount(self.tile_coarse(t).ravel(), minlength=3)[:3] for t in range(len(base))])
             self.coarse_fractions = np.stack([counts[base.tile_group == g].sum(0) / max(1, counts[
                 base.tile_group == g].sum()) for g in range(len(base.group_names))])
@@ -128,16 +139,16 @@ class LabelLibrary:
         h, w = self.base.shapes[t]
         return self.labels[self.base.offsets[t]:self.base.offsets[t] + h * w].reshape(h, w)
 
-    def pick_group(self, target: np.ndarray, rng: np.random.Generator, fractions: Optional[np.ndarray] = None
-                   ) -> int:
+    def pick_group(self, target: np.ndarray, rng: np.random.Generator, fractions: Optional[np.ndarray] = None,
+                   supply: Optional[np.ndarray] = None) -> int:
         """A group (slide) drawn by area and by how well its class fractions (``fractions``, default: of the
         fine labels) cover the map's: a slide with a tenth of the glass a map asks for would fill the rest with
         tissue bleached past the air threshold. Each class the map holds weighs (group fraction / map
-        fraction, at most 1) squared."""
+        fraction, at most 1) squared; ``supply`` (per group, at most 1) multiplies in."""
         fractions = self.group_fractions if fractions is None else fractions
         want = np.bincount(np.asarray(target).ravel(), minlength=3)[:3] / max(1, np.asarray(target).size)
         cover = np.where(want > 0, np.minimum(1.0, fractions / np.maximum(want, 1e-9)), 1.0)
-        weights = self.base.group_area * (cover ** 2).prod(1)
+        weights = self.base.group_area * (cover ** 2).prod(1) * (1.0 if supply is None else supply)
         weights = weights if weights.sum() > 0 else self.base.group_area
         return int(rng.choice(len(weights), p=weights / weights.sum()))
 
@@ -186,6 +197,9 @@ class LabelWindowIndex(quilting.WindowIndex):
         pool = pool[torch.randperm(len(pool), generator=gen)[:MAX_POOL]]  # random order: ties broken at random
         qf = self._layout(np.ascontiguousarray(blocks)).flatten(1)
         d = self.norms[pool][None] - 2 * qf @ self.features[pool].T
+        # equal layouts (every all-stroma window, say) ordered at random per block, not once for the batch:
+        # else every uniform block gets the same few candidates and one window repeats across the area
+        d += TIE_BREAK * torch.rand(d.shape, generator=gen)
         kk = min(k, len(pool))
         near = d.topk(kk, largest=False, sorted=False).indices
         if kk < k:
@@ -260,14 +274,20 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
     ny, nx = max(1, math.ceil((h0 - o) / step)), max(1, math.ceil((w0 - o) / step))
     padded = np.pad(coarse, ((0, ny * step + o - h0), (0, nx * step + o - w0)), mode="edge")
     index = library.coarse_index()
+    blocks = np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
     if group is None:
-        g = library.pick_group(coarse, rng, library.coarse_fractions)
+        # a slide with a handful of all-stroma windows would fill a large stroma area with them
+        flat = blocks.reshape(len(blocks) * blocks.shape[1], -1)
+        uniform = flat.min(1) == flat.max(1)
+        need = np.bincount(flat[uniform, 0], minlength=3)[:3]
+        supply = np.where(need > 0, np.minimum(1.0, library.uniform_windows / np.maximum(
+            UNIFORM_SUPPLY * need, 1)), 1.0).prod(1) ** 2
+        g = library.pick_group(coarse, rng, library.coarse_fractions, supply)
     elif group in library.group_names:
         g = library.group_names.index(group)
     else:
         raise PriorPathError(f"quilt: no style group '{group}' in the library ({', '.join(library.group_names)})")
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-    blocks = np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
     cand = index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
     src = _choose(library, blocks, cand, rng, _coarse_cost, s)
     out = np.ascontiguousarray(quilting._quilt(base, src, padded.shape, s)[0][:h0, :w0])
@@ -318,6 +338,9 @@ def _choose(library: LabelLibrary, blocks: np.ndarray, cand: np.ndarray, rng: np
     ar_b, ar_o = np.arange(b), np.arange(o)
     colour = base.pixels
     sub = ar_b[::2]
+    used = np.zeros((0, 3), np.int64)  # the windows pasted so far
+    near = max(1, step // 2)  # a window moved less than this is the same texture again (a neighbour's
+    # continuation, moved by a whole step, is not)
     for wave in range(2 * (ny - 1) + nx):
         ii = np.arange(max(0, (wave - nx + 2) // 2), min(ny - 1, wave // 2) + 1)
         jj = wave - 2 * ii
@@ -346,10 +369,15 @@ def _choose(library: LabelLibrary, blocks: np.ndarray, cand: np.ndarray, rng: np
                 mine = colour[base.flat_index(options[has], rows, cols)].astype(np.float32)
                 theirs = colour[base.flat_index(src[ii[has] + di, jj[has] + dj], nb_rows, nb_cols)].astype(np.float32)
                 cost[has] += ((mine - theirs[:, None]) ** 2).mean((2, 3, 4)) / 65025.0
+        if len(used):  # a window pasted again: a slide with few windows of a layout would tile the area with them
+            same = (options[:, :, None, 0] == used[:, 0]) & \
+                (np.abs(options[:, :, None, 1:] - used[:, 1:]) < near).all(-1)
+            cost += REUSE_PENALTY * same.sum(-1)
         best = cost.min(1, keepdims=True)
         ok = cost <= best * (1 + s.tolerance) + 1e-9
         pick = np.array([rng.choice(np.nonzero(r)[0]) for r in ok])
         src[ii, jj] = options[np.arange(len(ii)), pick]
+        used = np.concatenate([used, src[ii, jj]])
     return src
 
 
