@@ -122,12 +122,13 @@ class LabelLibrary:
             # windows mostly (half or more) of one coarse class, per group and class: what such blocks draw from
             feats = self._coarse_index.features.numpy()
             cells = feats.shape[1] // 2
-            stroma = feats[:, :cells].mean(1) >= 0.5
-            nuclei = feats[:, cells:].mean(1) >= 0.5 * NUCLEI_FEATURE_WEIGHT
-            air = (feats[:, :cells] + feats[:, cells:] / NUCLEI_FEATURE_WEIGHT).mean(1) <= 0.5
+            stroma, nuclei = feats[:, :cells], feats[:, cells:] / NUCLEI_FEATURE_WEIGHT
+            air = 1 - stroma - nuclei
             group = base.tile_group[self._coarse_index.windows[:, 0]]
-            self.uniform_windows = np.stack([np.bincount(group[m], minlength=len(base.group_names))
-                                             for m in (air, stroma, nuclei)], 1)
+            # [mostly, only] x class: windows at least half of a class, and windows of that class throughout
+            self.uniform_windows = np.stack([np.stack([np.bincount(group[m], minlength=len(base.group_names))
+                                                       for m in (share.mean(1) >= 0.5, share.min(1) > 0.999)])
+                                             for share in (air, stroma, nuclei)], -1).transpose(1, 0, 2)  # G x 2 x 3
             counts = np.stack([np.bincount(self.tile_coarse(t).ravel(), minlength=3)[:3] for t in range(len(base))])
             self.coarse_fractions = np.stack([counts[base.tile_group == g].sum(0) / max(1, counts[
                 base.tile_group == g].sum()) for g in range(len(base.group_names))])
@@ -282,9 +283,9 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
         # a slide with a handful of mostly-stroma windows would fill a large stroma area with them
         flat = blocks.reshape(len(blocks) * blocks.shape[1], -1)
         share = np.stack([(flat == c).mean(1) for c in range(3)], 1)
-        need = (share >= 0.5).sum(0)
+        need = np.stack([(share >= 0.5).sum(0), (share == 1).sum(0)])  # blocks mostly / only of each class
         supply = np.where(need > 0, np.minimum(1.0, library.uniform_windows / np.maximum(
-            UNIFORM_SUPPLY * need, 1)), 1.0).prod(1) ** 2
+            UNIFORM_SUPPLY * need, 1)), 1.0).prod((1, 2)) ** 2
         g = library.pick_group(coarse, rng, library.coarse_fractions, supply)
     elif group in library.group_names:
         g = library.group_names.index(group)
