@@ -52,6 +52,8 @@ CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that
 AIR_MARGIN = 3.0  # px: tissue this close to the sketch's tissue is its fine edge (sketch -> tile)
 SKETCH_BLOCK = 48  # px: sketch -> tile blocks (benchmarks/class_generation.py: sketch agreement against 64 and 96)
 SKETCH_CANDIDATES = 48
+FIT_SAMPLE = 3000  # windows a group sampled to tell how well it fits a sketch
+FIT_SCALE = 0.01  # per-feature distance at which a slide's weight falls by e
 UNIFORM_SUPPLY = 4  # a slide should hold this many windows mostly of a class per sketch block mostly of it
 SKETCH_CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0], np.float32)  # air, stroma, nuclei-dense pixels of a sketch
 REUSE_PENALTY = 0.1  # cost per earlier paste of the same window (as 2.5 % more of a block's coarse class wrong)
@@ -192,6 +194,19 @@ class LabelWindowIndex(quilting.WindowIndex):
         x[:, 1] *= NUCLEI_FEATURE_WEIGHT
         return F.avg_pool2d(x, self.pool)
 
+    def group_fit(self, blocks: np.ndarray, n_groups: int) -> np.ndarray:
+        """Per group: the mean over the N x b x b label blocks of the distance to the group's nearest window
+        (per feature; inf for a group without windows), on an even sample of ``FIT_SAMPLE`` windows a group:
+        how well a slide can draw a layout at all."""
+        qf = self._layout(np.ascontiguousarray(blocks)).flatten(1)
+        qn = (qf * qf).sum(1, keepdim=True)
+        fit = np.full(n_groups, np.inf)
+        for g, pool in self.pools.items():
+            sample = pool[torch.linspace(0, len(pool) - 1, min(len(pool), FIT_SAMPLE)).long()]
+            d = qn + self.norms[sample][None] - 2 * qf @ self.features[sample].T
+            fit[g] = float(d.min(1).values.clamp(min=0).mean()) / qf.shape[1]
+        return fit
+
     def nearest(self, blocks: np.ndarray, group: int, k: int, gen: torch.Generator) -> np.ndarray:
         """N x k windows (tile, y, x) of ``group`` whose class layouts are nearest the N x b x b label blocks."""
         pool = self.pools.get(group)
@@ -286,6 +301,10 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
         need = np.stack([(share >= 0.5).sum(0), (share == 1).sum(0)])  # blocks mostly / only of each class
         supply = np.where(need > 0, np.minimum(1.0, library.uniform_windows / np.maximum(
             UNIFORM_SUPPLY * need, 1)), 1.0).prod((1, 2)) ** 2
+        # and by how well its windows fit the sketch's blocks at all (a bone slide's few nuclei-dense windows
+        # line glass, so a band of cells drawn in stroma came out as bone with glass gaps)
+        fit = index.group_fit(blocks.reshape(-1, b, b), len(library.group_names))
+        supply = supply * np.exp(-(fit - fit[np.isfinite(fit)].min()) / FIT_SCALE)
         g = library.pick_group(coarse, rng, library.coarse_fractions, supply)
     elif group in library.group_names:
         g = library.group_names.index(group)
