@@ -53,7 +53,7 @@ AIR_MARGIN = 3.0  # px: tissue this close to the sketch's tissue is its fine edg
 SKETCH_BLOCK = 48  # px: sketch -> tile blocks (benchmarks/class_generation.py: sketch agreement against 64 and 96)
 SKETCH_CANDIDATES = 48
 FIT_SAMPLE = 3000  # windows a group sampled to tell how well it fits a sketch
-FIT_SCALE = 0.01  # per-feature distance at which a slide's weight falls by e
+FIT_SCALE = 0.03  # per-feature distance at which a slide's weight falls by e
 UNIFORM_SUPPLY = 4  # a slide should hold this many windows mostly of a class per sketch block mostly of it
 SKETCH_CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0], np.float32)  # air, stroma, nuclei-dense pixels of a sketch
 REUSE_PENALTY = 0.1  # cost per earlier paste of the same window (as 2.5 % more of a block's coarse class wrong)
@@ -195,16 +195,16 @@ class LabelWindowIndex(quilting.WindowIndex):
         return F.avg_pool2d(x, self.pool)
 
     def group_fit(self, blocks: np.ndarray, n_groups: int) -> np.ndarray:
-        """Per group: the mean over the N x b x b label blocks of the distance to the group's nearest window
-        (per feature; inf for a group without windows), on an even sample of ``FIT_SAMPLE`` windows a group:
-        how well a slide can draw a layout at all."""
+        """n_groups x N: the distance (per feature) from each of the N x b x b label blocks to the group's
+        nearest window (inf for a group without windows), on an even sample of ``FIT_SAMPLE`` windows a
+        group: how well a slide can draw each part of a layout at all."""
         qf = self._layout(np.ascontiguousarray(blocks)).flatten(1)
         qn = (qf * qf).sum(1, keepdim=True)
-        fit = np.full(n_groups, np.inf)
+        fit = np.full((n_groups, len(blocks)), np.inf)
         for g, pool in self.pools.items():
             sample = pool[torch.linspace(0, len(pool) - 1, min(len(pool), FIT_SAMPLE)).long()]
             d = qn + self.norms[sample][None] - 2 * qf @ self.features[sample].T
-            fit[g] = float(d.min(1).values.clamp(min=0).mean()) / qf.shape[1]
+            fit[g] = d.min(1).values.clamp(min=0).numpy() / qf.shape[1]
         return fit
 
     def nearest(self, blocks: np.ndarray, group: int, k: int, gen: torch.Generator) -> np.ndarray:
@@ -303,7 +303,12 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
             UNIFORM_SUPPLY * need, 1)), 1.0).prod((1, 2)) ** 2
         # and by how well its windows fit the sketch's blocks at all (a bone slide's few nuclei-dense windows
         # line glass, so a band of cells drawn in stroma came out as bone with glass gaps)
-        fit = index.group_fit(blocks.reshape(-1, b, b), len(library.group_names))
+        # each tissue class the sketch draws counts alike (the blocks holding a tenth of it or more), so a thin
+        # band of cells weighs as much as the stroma around it
+        per_block = index.group_fit(blocks.reshape(-1, b, b), len(library.group_names))
+        parts = [share[:, c] >= 0.1 for c in (STROMA, NUCLEI) if (share[:, c] >= 0.1).any()] or \
+            [np.ones(len(share), bool)]
+        fit = np.mean([per_block[:, part].mean(1) for part in parts], 0)
         supply = supply * np.exp(-(fit - fit[np.isfinite(fit)].min()) / FIT_SCALE)
         g = library.pick_group(coarse, rng, library.coarse_fractions, supply)
     elif group in library.group_names:
