@@ -272,6 +272,9 @@ class GenerationView(QWidget):
             self.models_label.setText("Models: none loaded")
             return
         about = engine.describe()
+        if self._table is not None and engine.joint_sketches:  # the mask model is not used: one pass
+            self.models_label.setText(f"Models — sketch → label map and tile in one pass: {about['rgb']}")
+            return
         self.models_label.setText(f"Models — mask: {about['mask']}; RGB: {about['rgb']}")
 
     # --- previews -----------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_a_class_sketch_is_drawn_saved_reopened_and_recovered(qtbot, tmp_path):
     assert set(np.unique(doc.labels)) == {0, 1, 2}
     results = window.generation.current_results()  # generation gets the label map, drawn by the he3 models
     assert np.array_equal(results["coarse"], doc.labels) and set(np.unique(results["fine"])) <= {0, 1, 2}
-    assert results["rgb"].shape == (96, 160, 3) and "mask_he3" in window.generation.models_label.text()
+    assert results["rgb"].shape == (96, 160, 3) and "rgb_he3" in window.generation.models_label.text()
     drawn = doc.labels.copy()
 
     assert window._save_to(tmp_path / "three.png")
