@@ -204,26 +204,37 @@ def synthesize(library: Library, target: np.ndarray, rng: np.random.Generator,
     s = library.settings
     target = np.asarray(target) > 0
     h0, w0 = target.shape
-    b, o = s.block, s.overlap
-    step = b - o
-    ny, nx = max(1, math.ceil((h0 - o) / step)), max(1, math.ceil((w0 - o) / step))
-    h, w = ny * step + o, nx * step + o
-    padded = np.pad(target, ((0, h - h0), (0, w - w0)), mode="edge")
-    if group is None:
-        g = library.pick_group(target, rng)
-    elif group in library.group_names:
-        g = library.group_names.index(group)
-    else:
-        raise PriorPathError(f"quilt: no style group '{group}' in the library ({', '.join(library.group_names)})")
+    b = s.block
+    padded, blocks = block_grid(target, s)
+    ny, nx = blocks.shape[:2]
+    h, w = padded.shape
+    g = library.pick_group(target, rng) if group is None else group_index(library.group_names, group)
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
 
-    blocks = np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
     cand = library.index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
     src = _choose(library, blocks, cand, rng)
     out, cls = _quilt(library, src, (h, w))
     out = out[:h0, :w0]
     corrected = _make_label_exact(out, target, s.threshold, cls[:h0, :w0])
     return Synthesis(out, library.group_names[g], corrected)
+
+
+def block_grid(target: np.ndarray, settings: QuiltSettings) -> tuple[np.ndarray, np.ndarray]:
+    """``target`` padded (edge values) to whole blocks of ``settings`` overlapping by its overlap, and the
+    ny x nx x block x block view of its blocks."""
+    b, o = settings.block, settings.overlap
+    step = b - o
+    h0, w0 = target.shape
+    ny, nx = max(1, math.ceil((h0 - o) / step)), max(1, math.ceil((w0 - o) / step))
+    padded = np.pad(target, ((0, ny * step + o - h0), (0, nx * step + o - w0)), mode="edge")
+    return padded, np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
+
+
+def group_index(names: Sequence[str], group: str) -> int:
+    """The index of style group ``group``, or one clear error naming those there are."""
+    if group not in names:
+        raise PriorPathError(f"quilt: no style group '{group}' in the library ({', '.join(names)})")
+    return list(names).index(group)
 
 
 def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -26,7 +26,6 @@ tissue exactly, nuclei as closely as the rule's smoothing and blob cleaning allo
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -231,18 +230,11 @@ def synthesize_labels(library: LabelLibrary, target: np.ndarray, rng: np.random.
     base, s = library.base, library.settings
     target = np.asarray(target)
     h0, w0 = target.shape
-    b, o = s.block, s.overlap
-    step = b - o
-    ny, nx = max(1, math.ceil((h0 - o) / step)), max(1, math.ceil((w0 - o) / step))
-    padded = np.pad(target, ((0, ny * step + o - h0), (0, nx * step + o - w0)), mode="edge")
-    if group is None:
-        g = library.pick_group(target, rng)
-    elif group in library.group_names:
-        g = library.group_names.index(group)
-    else:
-        raise PriorPathError(f"quilt: no style group '{group}' in the library ({', '.join(library.group_names)})")
+    b = s.block
+    padded, blocks = quilting.block_grid(target, s)
+    ny, nx = blocks.shape[:2]
+    g = library.pick_group(target, rng) if group is None else quilting.group_index(library.group_names, group)
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-    blocks = np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
     cand = library.index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
     src = _choose(library, blocks, cand, rng)
     out = quilting._quilt(base, src, padded.shape)[0]  # (image, tissue, ...): the image
@@ -288,12 +280,10 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
     s = library.sketch_settings()
     coarse = np.asarray(coarse)
     h0, w0 = coarse.shape
-    b, o = s.block, s.overlap
-    step = b - o
-    ny, nx = max(1, math.ceil((h0 - o) / step)), max(1, math.ceil((w0 - o) / step))
-    padded = np.pad(coarse, ((0, ny * step + o - h0), (0, nx * step + o - w0)), mode="edge")
+    b = s.block
+    padded, blocks = quilting.block_grid(coarse, s)
+    ny, nx = blocks.shape[:2]
     index = library.coarse_index()
-    blocks = np.lib.stride_tricks.sliding_window_view(padded, (b, b))[::step, ::step][:ny, :nx]
     if group is None:
         # a slide with a handful of mostly-stroma windows would fill a large stroma area with them
         flat = blocks.reshape(len(blocks) * blocks.shape[1], -1)
@@ -311,10 +301,8 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
         fit = np.mean([per_block[:, part].mean(1) for part in parts], 0)
         supply = supply * np.exp(-(fit - fit[np.isfinite(fit)].min()) / FIT_SCALE)
         g = library.pick_group(coarse, rng, library.coarse_fractions, supply)
-    elif group in library.group_names:
-        g = library.group_names.index(group)
     else:
-        raise PriorPathError(f"quilt: no style group '{group}' in the library ({', '.join(library.group_names)})")
+        g = quilting.group_index(library.group_names, group)
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
     cand = index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
     src = _choose(library, blocks, cand, rng, _coarse_cost, s)
