@@ -173,3 +173,47 @@ def test_a_library_without_tissue_or_glass_is_refused():
         Library([white], ["a"], QuiltSettings())
     with pytest.raises(PriorPathError, match="no air"):
         Library([np.full((128, 128, 3), 120, np.uint8)], ["a"], QuiltSettings())
+
+
+def test_a_binary_sketch_becomes_a_tile_in_one_pass_whose_rule_gives_its_fine_mask(quilt_ckpt, sample_patches,
+                                                                                     tmp_path):
+    """``--sketch-path joint`` for binary sketches: real tissue copied to the sketch; the fine mask is the
+    paper's rule read from the tile; the sketch's air away from its tissue is glass; nothing else is recoloured;
+    exports record the path; slides refuse it with one line."""
+    from trainer.data.masks import coarse_mask
+    from trainer.export import export_dataset
+    from trainer.quilting_sketch import AIR_MARGIN
+    from trainer.slide import generate_slide
+
+    sketch = coarse_mask(read_png(sorted((sample_patches / "fine").glob("*.png"))[3]))
+    engine = Engine("none", quilt_ckpt, device="cpu", sketch_path="joint")
+    fine, result = engine.sketch_tile(sketch, 0)
+    assert np.array_equal(rule(result.rgb), fine)
+    fine2, rgb2 = engine.generate(sketch, 0)
+    assert np.array_equal(fine2, fine) and np.array_equal(rgb2, result.rgb)
+    assert not np.array_equal(engine.generate(sketch, 1)[1], rgb2)
+    far = cv2.distanceTransform((sketch == 0).astype(np.uint8), cv2.DIST_L2, 3) > AIR_MARGIN + 1
+    assert not (fine[far] > 0).any()
+    # inside the sketch's tissue every pixel is a copied library pixel (only cleared air is recoloured)
+    library = engine.rgb_model.module.library()
+    inside = cv2.distanceTransform((sketch > 0).astype(np.uint8), cv2.DIST_L2, 3) > 0
+    copied = np.isin(codes(result.rgb[inside]), np.unique(codes(library.pixels)))
+    assert copied.all()
+    tissue = (fine > 0)[sketch > 0].mean()
+    assert 0.3 < tissue, tissue  # the sketch's tissue is mostly drawn as tissue
+    # binary models without the quilt cannot do it, and say so
+    with pytest.raises(PriorPathError, match="joint"):
+        Engine("none", "none", device="cpu", sketch_path="joint").sketch_tile(sketch, 0)
+    # exports record the path (a resume with the mask model's path is refused); slides refuse it
+    sketches = tmp_path / "sketches"
+    sketches.mkdir()
+    cv2.imwrite(str(sketches / "s.png"), sketch)
+    mask_model = Engine(device="cpu").mask.path
+    joint = Engine(mask_model, quilt_ckpt, device="cpu", sketch_path="joint")
+    export_dataset([sketches], tmp_path / "export", 1, joint, size=sketch.shape)
+    assert '"sketch_path": "joint"' in (tmp_path / "export" / "export.json").read_text()
+    with pytest.raises(PriorPathError):
+        export_dataset([sketches], tmp_path / "export", 2, Engine(mask_model, quilt_ckpt, device="cpu"),
+                       size=sketch.shape)
+    with pytest.raises(PriorPathError, match="does not make slides"):
+        generate_slide(sketch, 1, tmp_path / "slide.tif", joint)
