@@ -172,8 +172,6 @@ def export_dataset(sketch_paths: Iterable[Union[str, Path]], out: Union[str, Pat
     if table is not None:  # only then, so binary exports made before classes existed still resume
         settings["classes"] = table.to_json()
         settings["sketch_path"] = "joint" if engine.joint_sketches else "staged"
-    elif engine.sketch_path == "joint":  # binary one-pass tiles; only then, so earlier exports still resume
-        settings["sketch_path"] = "joint"
     if shard is not None:
         settings.update(shard=f"{first}/{step}", count=count)
     _check_settings(out, settings)

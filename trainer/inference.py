@@ -315,11 +315,7 @@ class Engine:
 
     def generate(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None
                  ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Coarse -> (fine, RGB or None when no RGB model is loaded). With ``sketch_path`` "joint" and the binary
-        quilt, both come from one pass (``sketch_tile``); binary sketches otherwise take the mask model."""
-        if self.sketch_path == "joint":
-            fine, result = self.sketch_tile(coarse, seed, cancel)
-            return fine, result.rgb
+        """Coarse -> (fine, RGB or None when no RGB model is loaded)."""
         fine = self.fine(coarse, seed, cancel=cancel)
         return fine, (self.rgb(fine, seed, cancel=cancel) if self.rgb_model is not None else None)
 
@@ -347,20 +343,6 @@ class Engine:
         fine = check_label_map(fine, table, "fine label map")
         result = self._run_labels(self.rgb_model, fine, seed, cancel, style_group)
         return result if details else result.rgb
-
-    def sketch_tile(self, coarse: np.ndarray, seed: int = 0, cancel: Optional[CancelToken] = None,
-                    style_group: Optional[str] = None):
-        """A binary coarse mask -> (fine mask 0/255, ``quilting.Synthesis``) in one pass: real tissue copied to
-        the sketch, the fine mask the paper's rule read from the tile (``trainer.quilting_sketch``)."""
-        if self.rgb_model is None or not hasattr(self.rgb_model.module, "sketch_to_tile") or \
-                model_classes(self.rgb_model) is not None:
-            raise PriorPathError("--sketch-path joint for binary sketches needs the binary example-based RGB model "
-                                 "(quilt, e.g. resources/models/rgb_default.safetensors)")
-        coarse = check_mask(coarse, "coarse mask")
-        with self._lock, torch.inference_mode(), self._seeded(seed):
-            check(cancel)
-            generator = torch.Generator().manual_seed(int(seed))
-            return self.rgb_model.module.sketch_to_tile(coarse, generator, style_group)
 
     @property
     def joint_sketches(self) -> bool:

@@ -87,9 +87,7 @@ class Synthesis:
 class WindowIndex:
     """Windows of ``block`` pixels on a ``grid`` over every library tile, described by their pooled mask."""
 
-    def __init__(self, library: "Library", block: int, grid: int, mask_of=None):
-        """``mask_of(t)``: the mask tile ``t``'s windows are described by (default: its tissue mask)."""
-        mask_of = mask_of or library.tile_mask
+    def __init__(self, library: "Library", block: int, grid: int):
         self.block, self.pool = block, _pool(block)
         pool = self.pool
         grid = max(grid, pool) // pool * pool
@@ -98,7 +96,7 @@ class WindowIndex:
             h, w = library.shapes[t]
             if min(h, w) < block:
                 continue
-            mask = torch.from_numpy(mask_of(t)).float()[None, None]
+            mask = torch.from_numpy(library.tile_mask(t)).float()[None, None]
             hh, ww = h // pool * pool, w // pool * pool
             small = F.avg_pool2d(mask[..., :hh, :ww], pool)
             k, stride = block // pool, grid // pool
@@ -239,13 +237,9 @@ def group_index(names: Sequence[str], group: str) -> int:
     return list(names).index(group)
 
 
-def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator,
-            window_cost=None, settings: Optional[QuiltSettings] = None) -> np.ndarray:
-    """The source window (tile, y, x) of every block, decided in wavefronts of equal 2i + j.
-
-    ``window_cost(where, target)``: n x k cost of windows (flat pixel indices of every other pixel) under the
-    blocks (every other pixel), in place of ``mask_weight`` x the correction they need."""
-    s = settings or library.settings
+def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The source window (tile, y, x) of every block, decided in wavefronts of equal 2i + j."""
+    s = library.settings
     b, o = s.block, s.overlap
     step = b - o
     ny, nx = blocks.shape[:2]
@@ -275,11 +269,8 @@ def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.rand
         target = blocks[ii, jj]  # n x b x b
         # the correction a window needs, on every other pixel: enough to rank, a quarter of the gathering
         sub = ar_b[::2]
-        where = library.flat_index(options, sub, sub)
-        if window_cost is not None:
-            cost = window_cost(where, target[:, None, ::2, ::2])
-        else:
-            cost = s.mask_weight * _correction(library.margin[where], target[:, None, ::2, ::2])
+        needs = _correction(library.margin[library.flat_index(options, sub, sub)], target[:, None, ::2, ::2])
+        cost = s.mask_weight * needs
         left = jj > 0
         if left.any():
             mine = colour[library.flat_index(options[left], ar_b, ar_o)].astype(np.float32)

@@ -41,7 +41,6 @@ from .data.masks import luma
 from .errors import PriorPathError
 from .nuclei_paint import collect_stamps, paint_nuclei, settle_nuclei
 from .quilting import MAX_POOL, Library, QuiltSettings
-from .quilting_sketch import clear_air
 
 NUCLEI_FEATURE_WEIGHT = 2.0  # nuclei layout counts this much more than stroma layout in the search
 GLASS_LUMA = 224  # a library pixel this bright is glass; paler "air" by the rule is tissue too pale to count
@@ -49,6 +48,7 @@ GLASS_GREY = 16  # ... and this close to grey (channels at most this far apart):
 DEFAULT_GLASS = (242, 242, 242)  # a slide without any glass in the library
 DEEP = 3.0  # px: a pixel this far inside the region it must join takes that region's colour in full
 CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that must become tissue takes
+AIR_MARGIN = 3.0  # px: tissue this close to the sketch's tissue is its fine edge (sketch -> tile)
 SKETCH_BLOCK = 48  # px: sketch -> tile blocks (benchmarks/class_generation.py: sketch agreement against 64 and 96)
 SKETCH_CANDIDATES = 48
 FIT_SAMPLE = 3000  # windows a group sampled to tell how well it fits a sketch
@@ -307,10 +307,39 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
     cand = index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
     src = _choose(library, blocks, cand, rng, _coarse_cost, s)
     out = np.ascontiguousarray(quilting._quilt(base, src, padded.shape, s)[0][:h0, :w0])
-    cleared = clear_air(out, coarse != AIR, s.threshold, library.glass[g])
+    cleared = _clear_air(out, coarse != AIR, s.threshold, library.glass[g])
     t = float(library.thresholds[g])
     fine = he3_labels(out, t, s.threshold)
     return fine, LabelSynthesis(out, library.group_names[g], t, cleared, cleared)
+
+
+def _clear_air(out: np.ndarray, sketch_tissue: np.ndarray, threshold: int, glass: np.ndarray) -> float:
+    """Copied tissue where the sketch says air, more than ``AIR_MARGIN`` px from its tissue, faded toward the
+    slide's glass (in place): just past the air threshold at the margin, glass ``DEEP`` px further in. The
+    coarse rule smooths a real mask's outline by about that margin, so tissue within it is the sketch's own
+    fine edge and stays. Returns the fraction of pixels changed."""
+    outside = (~sketch_tissue).astype(np.uint8)
+    depth = cv2.distanceTransform(outside, cv2.DIST_L2, 3) - AIR_MARGIN
+    lum = luma(out).astype(np.float32)
+    move = (depth > 0) & ((lum <= threshold) | (depth > 1))
+    if not move.any():
+        return 0.0
+    img = out.astype(np.float32)
+    c, lc = img[move], lum[move]
+    lg = float(glass @ quilting.LUMA_WEIGHTS)
+    goal = threshold + 1 + quilting.CORRECTION_MARGIN
+    reach = np.where(lc < goal, (goal - lc) / np.maximum(lg - lc, 1e-3), 0.0)
+    t = np.clip(np.maximum(reach, depth[move] / DEEP), 0, 1)
+    img[move] = c + t[:, None] * (glass - c)
+    fixed = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    for _ in range(255):  # rounding or a pale glass colour: step on until the rule calls it air
+        off = move & (luma(fixed) <= threshold)
+        if not off.any():
+            break
+        fixed[off] = np.clip(fixed[off].astype(np.int16) + 1, 0, 255).astype(np.uint8)
+    changed = np.any(fixed != out, -1)
+    out[...] = fixed
+    return float(changed.mean())
 
 
 def _choose(library: LabelLibrary, blocks: np.ndarray, cand: np.ndarray, rng: np.random.Generator,

@@ -198,9 +198,6 @@ def generate_slide(sketch: np.ndarray, scale: int, out, engine, seed: int = 0, t
 
     if engine.mask is None or engine.rgb_model is None:
         raise PriorPathError("a slide needs both a coarse->fine and a fine->RGB model")
-    if engine.sketch_path == "joint":
-        raise PriorPathError("--sketch-path joint does not make slides yet: a slide is drawn tile by tile from "
-                             "its fine mask (leave --sketch-path at auto)")
     if not 0 <= overlap < tile // 2:
         raise PriorPathError(f"overlap must be between 0 and half the tile ({tile // 2}), got {overlap}")
     plan = plan_slide(sketch, scale, tile)

@@ -267,7 +267,7 @@ def test_a_sketch_becomes_a_tile_in_one_pass_whose_rule_labels_are_the_fine_map(
     assert np.array_equal(fine2, fine) and np.array_equal(rgb2, result.rgb)
     assert not np.array_equal(engine.generate_labels(sketch, 1)[1], rgb2)
     # no tissue in the sketch's air further than the margin the coarse rule smooths
-    from trainer.quilting_sketch import AIR_MARGIN
+    from trainer.quilting_classes import AIR_MARGIN
 
     far = np.ones_like(sketch)
     far[40 - int(AIR_MARGIN) - 1:216 + int(AIR_MARGIN) + 1, 40 - int(AIR_MARGIN) - 1:472 + int(AIR_MARGIN) + 1] = 0

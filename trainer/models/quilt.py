@@ -166,19 +166,6 @@ class Model(GanModel):
     def style_groups(self) -> list[str]:
         return list(self.library().group_names)
 
-    def sketch_to_tile(self, coarse: np.ndarray, generator: Optional[torch.Generator] = None,
-                       group: Optional[str] = None):
-        """A binary coarse sketch -> (fine mask 0/255, ``Synthesis``) in one pass (``trainer.quilting_sketch``):
-        the fine mask is the paper's rule read from the copied tile."""
-        from ..quilting_sketch import SketchIndex, synthesize_from_sketch
-
-        library = self.library()
-        if getattr(self, "_sketch_index", (None, None))[0] is not library:  # built once per library (style)
-            self._sketch_index = (library, SketchIndex(library))
-        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator).item())
-        return synthesize_from_sketch(library, self._sketch_index[1], np.asarray(coarse),
-                                      np.random.default_rng([seed, 0]), group)
-
     @torch.no_grad()
     def translate(self, fine: torch.Tensor, generator: Optional[torch.Generator] = None,
                   group: Optional[str] = None) -> torch.Tensor:
