@@ -43,3 +43,10 @@ def test_every_bundled_sample_file_is_credited():
 def test_bundled_sample_prepares(tmp_path):
     result = prepare([SAMPLE / "he"], tmp_path, PrepareSettings(stain="he"))
     assert result.kept >= 15 and len(read_manifest(tmp_path)) == result.kept
+
+
+def test_written_docs_stay_readable_in_size():
+    """Prose pages are written by people and scripts; one runaway text replacement once made a 5 MB page."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "resources").rglob("*.md"))]
+    too_big = [f"{p.relative_to(REPO)}: {p.stat().st_size} B" for p in pages if p.stat().st_size > 200_000]
+    assert not too_big, too_big
