@@ -9,13 +9,13 @@ import pytest
 from PySide6.QtCore import QSize
 from PySide6.QtGui import QImage
 
-from priorpath_desktop.cluster_browser import LABEL_SKETCH_TIP, ClusterBrowser
+from priorpath_desktop.cluster_browser import LABEL_SKETCH_TIP
 from trainer.clusters import thumbnail
 from trainer.data.classes import HE3, read_label_png
 from trainer.data.labels import NUCLEI
 
 from ..trainer.test_clusters_labels import tissue_band, write_label_folder
-from .test_cluster_browser import TIMEOUT, _cluster
+from .test_cluster_browser import TIMEOUT, _cluster, browser  # noqa: F401 (the shared fixture)
 from .test_main_window import WAIT, make_window
 
 NUCLEI_COLOUR, STROMA_COLOUR = HE3.classes[NUCLEI].colour, HE3.classes[1].colour
@@ -36,17 +36,6 @@ def block_maps() -> list[np.ndarray]:
 @pytest.fixture
 def label_folder(tmp_path) -> Path:
     return write_label_folder(tmp_path / "labelled", block_maps())
-
-
-@pytest.fixture
-def browser(qtbot):
-    widget = ClusterBrowser()
-    qtbot.addWidget(widget)
-    widget.resize(420, 700)
-    widget.show()
-    yield widget
-    widget.cancel()
-    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=TIMEOUT)
 
 
 def icon_colours(icon, size: QSize) -> set[tuple[int, int, int]]:
