@@ -310,7 +310,7 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
     cleared = _clear_air(out, coarse != AIR, s.threshold, library.glass[g])
     t = float(library.thresholds[g])
     fine = he3_labels(out, t, s.threshold)
-    return fine, LabelSynthesis(out, library.group_names[g], t, cleared, cleared)
+    return fine, LabelSynthesis(out, library.group_names[g], t, cleared, 0.0)  # cleared air, nothing painted
 
 
 def _clear_air(out: np.ndarray, sketch_tissue: np.ndarray, threshold: int, glass: np.ndarray) -> float:
