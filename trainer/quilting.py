@@ -3,12 +3,15 @@
 A CPU cannot train a network that draws cells, but it can copy them. The output is walked in ``block``-sided
 blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting"):
 
-1. **Candidates by mask layout.** Every library window (a real RGB tile cut on a grid, its class mask from
-   the paper's rule, luma above the threshold = air) is described by its mask averaged to 8x8; each block of
-   the target fine mask likewise, and the ``candidates`` nearest windows of the tile's group are found
-   with one matrix product (BLAS top-k; equal descriptions, e.g. all-tissue, ordered at random so uniform
-   areas draw from the library's whole variety). The windows that continue the left and top neighbours'
-   sources are candidates too: coherent stretches of real tissue keep structure larger than a block.
+1. **Candidates by the correction they need.** Every library window (a real RGB tile cut on a grid, its
+   class mask from the paper's rule, luma above the threshold = air) is tried in its 8 dihedral poses, and
+   the ``candidates`` that would need the least luma change to obey the target block (``_correction``) are
+   found exactly, with one matrix product per pose (the cost is linear in the target mask; equal costs,
+   e.g. all-tissue, ordered at random so uniform areas draw from the library's whole variety). Ranking by
+   mask layout instead (8x8 averages) offered dense red bone for pale porous tissue with the same tissue
+   fraction, whose forced pores showed as pink snow. The windows that continue the left and top
+   neighbours' sources are candidates too: coherent stretches of real tissue keep structure larger than a
+   block.
 2. **Choice.** Cost = ``mask_weight`` x the mean luma change the window would need to obey the target mask
    (``_correction``: 0 for a window already on the right side of the threshold everywhere, little for pale
    tissue under a porous mask, much for white glass under tissue) + the mean squared colour error against
@@ -66,6 +69,9 @@ class QuiltSettings:
 
 
 MAX_POOL = 12000  # windows searched per block: a random sample of a large group keeps the search linear in area
+POSES = 8  # every window is also tried rotated and mirrored: 8x the layouts without storing a pixel more
+SAMPLES_PER_SIDE = 24  # a window's correction is estimated on a 24 x 24 grid of its pixels
+CHUNK = 256  # target blocks costed at once: 256 x 8 poses x MAX_POOL floats (~100 MB) at most
 CORRECTION_MARGIN = 1  # grey levels past the threshold a corrected pixel lands
 CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that must become tissue moves toward
 FALLBACK_TISSUE = (150, 80, 150)  # when the tile holds no right tissue pixel at all
@@ -85,53 +91,96 @@ class Synthesis:
 
 
 class WindowIndex:
-    """Windows of ``block`` pixels on a ``grid`` over every library tile, described by their pooled mask."""
+    """Windows of ``block`` pixels on a ``grid`` over every library tile, each usable in its 8 dihedral poses
+    (H&E has no up, down or handedness), ranked for a target block by the exact correction they would need.
+
+    The correction a window needs under a target mask is linear in the mask (``_correction``: a tissue
+    pixel needs max(margin, 0), an air pixel max(1 - margin, 0)), so the cost of every window for every block
+    is one constant per window plus one matrix product, on pixels sampled every ``sample`` px. A window in
+    pose p is scored by transforming the target block by p's inverse, so windows are stored once.
+    """
 
     def __init__(self, library: "Library", block: int, grid: int):
-        self.block, self.pool = block, _pool(block)
-        pool = self.pool
-        grid = max(grid, pool) // pool * pool
-        pos, feats = [], []
+        self.block = block
+        self.sample = max(1, block // SAMPLES_PER_SIDE)
+        at = np.arange(self.sample // 2, block, self.sample)
+        pos = []
         for t in range(len(library)):
             h, w = library.shapes[t]
             if min(h, w) < block:
                 continue
-            mask = torch.from_numpy(library.tile_mask(t)).float()[None, None]
-            hh, ww = h // pool * pool, w // pool * pool
-            small = F.avg_pool2d(mask[..., :hh, :ww], pool)
-            k, stride = block // pool, grid // pool
-            feats.append(F.unfold(small, k, stride=stride)[0].T)  # windows x k*k, raster order
-            ny, nx = (hh // pool - k) // stride + 1, (ww // pool - k) // stride + 1
-            ys, xs = np.meshgrid(np.arange(ny) * grid, np.arange(nx) * grid, indexing="ij")
-            pos.append(np.stack([np.full(ys.size, t), ys.ravel(), xs.ravel()], 1))
+            ys, xs = np.meshgrid(np.arange(0, h - block + 1, grid), np.arange(0, w - block + 1, grid), indexing="ij")
+            pos.append(np.stack([np.full(ys.size, t), ys.ravel(), xs.ravel(), np.zeros(ys.size, int)], 1))
         if not pos:
             raise PriorPathError(f"quilt library: no tile of at least {block}x{block} pixels")
-        self.windows = np.concatenate(pos).astype(np.int64)  # N x 3 (tile, y, x)
-        self.features = torch.cat(feats).contiguous()
-        self.norms = (self.features * self.features).sum(1)
+        self.windows = np.concatenate(pos).astype(np.int64)  # N x 4 (tile, y, x, pose 0)
+        self.at = at
+        margin = np.concatenate([library.margin[library.flat_index(self.windows[i:i + 4096], at, at)]
+                                 for i in range(0, len(self.windows), 4096)]).astype(np.float32)
+        margin = margin.reshape(len(self.windows), -1)
+        # cost = sum(max(1 - m, 0)) + target . (max(m, 0) - max(1 - m, 0)); margins are whole grey levels
+        self.constant = torch.from_numpy(np.maximum(1 - margin, 0).sum(1))
+        self.slope = torch.from_numpy((np.maximum(margin, 0) - np.maximum(1 - margin, 0)).astype(np.float16))
         group = library.tile_group[self.windows[:, 0]]
         self.pools = {int(g): torch.from_numpy(np.nonzero(group == g)[0]) for g in np.unique(group)}
+        self._cached: tuple = (None, None)  # (group, its pool): consecutive tiles mostly share a slide
 
     def nearest(self, blocks: np.ndarray, group: int, k: int, gen: torch.Generator) -> np.ndarray:
-        """N x k windows (tile, y, x) of ``group`` whose masks are nearest the N x b x b target blocks.
+        """N x k windows (tile, y, x, pose) of ``group`` that need the least correction under the N x b x b
+        target blocks, over all 8 poses; equal costs (all-tissue under all-tissue, say) ordered at random per
+        block, so uniform areas draw from the library's whole variety."""
+        pool, slope, constant = self._pool(group, gen)
+        near = np.concatenate([self._cheapest(np.asarray(blocks[i:i + CHUNK], np.float32), slope, constant, k, gen)
+                               for i in range(0, len(blocks), CHUNK)])  # chunks: memory stays flat for slides
+        found = self.windows[pool.numpy()[near % len(pool)]].copy()
+        found[..., 3] = near // len(pool)
+        return found
 
-        Exactly equal descriptions (e.g. every all-tissue window) are ordered at random, so uniform areas
-        draw from the library's whole variety.
-        """
+    def _pool(self, group: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The group's windows (a random ``MAX_POOL`` of a larger group), their slopes (samples x windows,
+        float32) and constants; a group small enough to search whole is kept for the next tile."""
         pool = self.pools.get(group)
         if pool is None:
             pool = torch.arange(len(self.windows))
-        # a random order of the pool: top-k keeps the first of equal distances, so exact ties (every
-        # all-tissue window, say) are broken at random and uniform areas draw from the whole variety
-        pool = pool[torch.randperm(len(pool), generator=gen)[:MAX_POOL]]
-        query = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.float32))[:, None]
-        qf = F.avg_pool2d(query, self.pool).flatten(1)
-        d = self.norms[pool][None] - 2 * qf @ self.features[pool].T
-        kk = min(k, len(pool))
-        near = d.topk(kk, largest=False, sorted=False).indices
+        if len(pool) > MAX_POOL:
+            pool = pool[torch.randperm(len(pool), generator=gen)[:MAX_POOL]]
+            return pool, self.slope[pool].float().T.contiguous(), self.constant[pool]
+        if self._cached[0] != group:
+            self._cached = (group, (pool, self.slope[pool].float().T.contiguous(), self.constant[pool]))
+        return self._cached[1]
+
+    def _cheapest(self, target: np.ndarray, slope: torch.Tensor, constant: torch.Tensor, k: int,
+                  gen: torch.Generator) -> np.ndarray:
+        """N x k indices into (pose-major) poses x pool of the windows needing the least correction."""
+        at = self.at
+        cost = torch.cat([constant[None] + torch.from_numpy(np.ascontiguousarray(
+            source_frame(target, pose)[:, at][:, :, at]).reshape(len(target), -1)) @ slope
+            for pose in range(POSES)], 1)
+        cost += torch.rand(cost.shape, generator=gen) * 0.5  # below one grey level: breaks ties only
+        kk = min(k, cost.shape[1])
+        near = cost.topk(kk, largest=False, sorted=False).indices
         if kk < k:
             near = near[:, torch.randint(0, kk, (k,), generator=gen)]
-        return self.windows[pool[near].numpy()]
+        return near.numpy()
+
+
+def source_frame(blocks: np.ndarray, pose: int) -> np.ndarray:
+    """... x b x b arrays in window-local (output) order -> the same in the source frame of a window in
+    ``pose`` (the inverse of ``Library.flat_index``'s mapping): bit 4 transposes, then bit 1 flips rows and
+    bit 2 flips columns."""
+    a = np.swapaxes(blocks, -1, -2) if pose & 4 else blocks
+    if pose & 1:
+        a = a[..., ::-1, :]
+    if pose & 2:
+        a = a[..., :, ::-1]
+    return a
+
+
+def pose_shift(pose: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The source-frame shift of a window in ``pose`` whose output is shifted by (dy, dx): how a neighbour's
+    source is continued."""
+    u, v = np.where(pose & 4, dx, dy), np.where(pose & 4, dy, dx)
+    return np.where(pose & 1, -u, u), np.where(pose & 2, -v, v)
 
 
 class Library:
@@ -166,7 +215,7 @@ class Library:
             block = side // _pool(side) * _pool(side)
             settings = dataclasses.replace(settings, block=block, overlap=min(settings.overlap, block // 4))
             self.settings = settings
-        self.index = WindowIndex(self, settings.block, settings.block // 6)
+        self._index: Optional[WindowIndex] = None
         n = len(self.group_names)
         self.group_area = np.bincount(self.tile_group, weights=self.shapes.prod(1), minlength=n)
         self.group_tissue = np.bincount(self.tile_group, minlength=n,
@@ -174,6 +223,13 @@ class Library:
 
     def __len__(self) -> int:
         return len(self.shapes)
+
+    @property
+    def index(self) -> WindowIndex:
+        """The window index, built on first use (the class-aware library searches its own)."""
+        if self._index is None:
+            self._index = WindowIndex(self, self.settings.block, self.settings.block // 6)
+        return self._index
 
     def tile_mask(self, t: int) -> np.ndarray:
         h, w = self.shapes[t]
@@ -184,11 +240,20 @@ class Library:
         return self.pixels[self.offsets[t]:self.offsets[t] + h * w].reshape(h, w, 3)
 
     def flat_index(self, src: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Flat pixel indices of windows ``src`` (... x 3: tile, y, x) at offsets rows x cols -> ... x R x C."""
+        """Flat pixel indices of windows ``src`` (... x 3: tile, y, x; or ... x 4 with a pose) at window-local
+        offsets rows x cols -> ... x R x C. A window in pose p (``WindowIndex``) is the library's block-sided
+        square at (y, x) read transposed (bit 4), then with rows (bit 1) and columns (bit 2) reversed."""
         t, y, x = src[..., 0], src[..., 1], src[..., 2]
         width = self.shapes[t, 1]
-        base = self.offsets[t] + y * width + x
-        return base[..., None, None] + rows[:, None] * width[..., None, None] + cols[None, :]
+        pose = src[..., 3] if src.shape[-1] > 3 else np.zeros_like(t)
+        # the pose is affine in (row, col): flat = start + row * along_rows + col * along_cols
+        last = self.settings.block - 1
+        down = np.where(pose & 1, -width, width)  # one source row, reversed under bit 1
+        right = np.where(pose & 2, -1, 1)  # one source column, reversed under bit 2
+        start = self.offsets[t] + (y + (pose & 1 > 0) * last) * width + x + (pose & 2 > 0) * last
+        along_rows, along_cols = np.where(pose & 4, right, down), np.where(pose & 4, down, right)
+        return (start[..., None, None] + along_rows[..., None, None] * rows[:, None]
+                + along_cols[..., None, None] * cols[None, :])
 
     def pick_group(self, target: np.ndarray, rng: np.random.Generator) -> int:
         """A group drawn by its area, among groups holding both classes when the target has both."""
@@ -211,7 +276,7 @@ def synthesize(library: Library, target: np.ndarray, rng: np.random.Generator,
     g = library.pick_group(target, rng) if group is None else group_index(library.group_names, group)
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
 
-    cand = library.index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
+    cand = library.index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 4)
     src = _choose(library, blocks, cand, rng)
     out, cls = _quilt(library, src, (h, w))
     out = out[:h0, :w0]
@@ -243,7 +308,7 @@ def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.rand
     b, o = s.block, s.overlap
     step = b - o
     ny, nx = blocks.shape[:2]
-    src = np.zeros((ny, nx, 3), np.int64)
+    src = np.zeros((ny, nx, 4), np.int64)
     ar_b, ar_o = np.arange(b), np.arange(o)
     colour = library.pixels
     for wave in range(2 * (ny - 1) + nx):
@@ -259,10 +324,11 @@ def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.rand
             ni, nj = ii + di, jj + dj
             ok = (ni >= 0) & (nj >= 0)
             nb = src[np.maximum(ni, 0), np.maximum(nj, 0)].copy()
-            nb[:, 1] -= di * step
-            nb[:, 2] -= dj * step
+            sy, sx = pose_shift(nb[:, 3], np.full(len(nb), -di * step), np.full(len(nb), -dj * step))
+            nb[:, 1] += sy
+            nb[:, 2] += sx
             h_t, w_t = library.shapes[nb[:, 0]].T
-            ok &= (nb[:, 1] + b <= h_t) & (nb[:, 2] + b <= w_t)
+            ok &= (nb[:, 1] >= 0) & (nb[:, 2] >= 0) & (nb[:, 1] + b <= h_t) & (nb[:, 2] + b <= w_t)
             nb[~ok] = options[~ok, 0]  # no continuation: repeat the first candidate instead
             extra.append(nb[:, None])
         options = np.concatenate([options] + extra, 1)  # n x (k + 2) x 3
@@ -297,7 +363,7 @@ def _quilt(library: Library, src: np.ndarray, size: tuple[int, int], settings: O
     step = b - o
     ny, nx = src.shape[:2]
     ar_b = np.arange(b)
-    idx = library.flat_index(src.reshape(-1, 3), ar_b, ar_b)  # N x b x b
+    idx = library.flat_index(src.reshape(-1, src.shape[-1]), ar_b, ar_b)  # N x b x b
     pix = library.pixels[idx].reshape(ny, nx, b, b, 3)
     tissue = library.tissue[idx].reshape(ny, nx, b, b)
     take = np.ones((ny, nx, b, b), bool)
