@@ -70,8 +70,9 @@ class QuiltSettings:
 
 MAX_POOL = 12000  # windows searched per block: a random sample of a large group keeps the search linear in area
 POSES = 8  # every window is also tried rotated and mirrored: 8x the layouts without storing a pixel more
-SAMPLES_PER_SIDE = 24  # a window's correction is estimated on a 24 x 24 grid of its pixels
-CHUNK = 256  # target blocks costed at once: 256 x 8 poses x MAX_POOL floats (~100 MB) at most
+POSED_POOL = 4000  # windows of a larger group searched per tile (each in 8 poses); 12000 measured the same
+SAMPLES_PER_SIDE = 12  # a window's correction is estimated on a 12 x 12 grid of its pixels
+CHUNK = 256  # target blocks costed at once: 256 x 8 poses x POSED_POOL floats (33 MB) at most
 CORRECTION_MARGIN = 1  # grey levels past the threshold a corrected pixel lands
 CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that must become tissue moves toward
 FALLBACK_TISSUE = (150, 80, 150)  # when the tile holds no right tissue pixel at all
@@ -120,7 +121,7 @@ class WindowIndex:
         margin = margin.reshape(len(self.windows), -1)
         # cost = sum(max(1 - m, 0)) + target . (max(m, 0) - max(1 - m, 0)); margins are whole grey levels
         self.constant = torch.from_numpy(np.maximum(1 - margin, 0).sum(1))
-        self.slope = torch.from_numpy((np.maximum(margin, 0) - np.maximum(1 - margin, 0)).astype(np.float16))
+        self.slope = torch.from_numpy(np.maximum(margin, 0) - np.maximum(1 - margin, 0))
         group = library.tile_group[self.windows[:, 0]]
         self.pools = {int(g): torch.from_numpy(np.nonzero(group == g)[0]) for g in np.unique(group)}
         self._cached: tuple = (None, None)  # (group, its pool): consecutive tiles mostly share a slide
@@ -137,26 +138,28 @@ class WindowIndex:
         return found
 
     def _pool(self, group: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The group's windows (a random ``MAX_POOL`` of a larger group), their slopes (samples x windows,
-        float32) and constants; a group small enough to search whole is kept for the next tile."""
+        """The group's windows (a random ``POSED_POOL`` of a larger group), their slopes (windows x samples)
+        and constants; a group small enough to search whole is kept for the next tile."""
         pool = self.pools.get(group)
         if pool is None:
             pool = torch.arange(len(self.windows))
-        if len(pool) > MAX_POOL:
-            pool = pool[torch.randperm(len(pool), generator=gen)[:MAX_POOL]]
-            return pool, self.slope[pool].float().T.contiguous(), self.constant[pool]
+        if len(pool) > POSED_POOL:
+            pool = pool[torch.randperm(len(pool), generator=gen)[:POSED_POOL]]
+            return pool, self.slope[pool], self.constant[pool]
         if self._cached[0] != group:
-            self._cached = (group, (pool, self.slope[pool].float().T.contiguous(), self.constant[pool]))
+            self._cached = (group, (pool, self.slope[pool], self.constant[pool]))
         return self._cached[1]
 
     def _cheapest(self, target: np.ndarray, slope: torch.Tensor, constant: torch.Tensor, k: int,
                   gen: torch.Generator) -> np.ndarray:
         """N x k indices into (pose-major) poses x pool of the windows needing the least correction."""
-        at = self.at
-        cost = torch.cat([constant[None] + torch.from_numpy(np.ascontiguousarray(
-            source_frame(target, pose)[:, at][:, :, at]).reshape(len(target), -1)) @ slope
-            for pose in range(POSES)], 1)
-        cost += torch.rand(cost.shape, generator=gen) * 0.5  # below one grey level: breaks ties only
+        at, n, m = self.at, len(target), len(constant)
+        queries = np.stack([source_frame(target, pose)[:, at][:, :, at] for pose in range(POSES)])
+        cost = torch.from_numpy(queries.reshape(POSES * n, -1)) @ slope.T + constant[None]
+        # random order among equal costs, per block (else uniform areas all get the same few windows), drawn
+        # per window and shared by its poses: below one grey level, so it breaks ties only
+        cost = cost.view(POSES, n, m) + torch.rand(n, m, generator=gen) * 0.5
+        cost = cost.permute(1, 0, 2).reshape(n, POSES * m)  # pose-major, as ``nearest`` reads it
         kk = min(k, cost.shape[1])
         near = cost.topk(kk, largest=False, sorted=False).indices
         if kk < k:
