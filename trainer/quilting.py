@@ -4,14 +4,14 @@ A CPU cannot train a network that draws cells, but it can copy them. The output 
 blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting"):
 
 1. **Candidates by the correction they need.** Every library window (a real RGB tile cut on a grid, its
-   class mask from the paper's rule, luma above the threshold = air) is tried in its 8 dihedral poses, and
-   the ``candidates`` that would need the least luma change to obey the target block (``_correction``) are
-   found exactly, with one matrix product per pose (the cost is linear in the target mask; equal costs,
-   e.g. all-tissue, ordered at random so uniform areas draw from the library's whole variety). Ranking by
-   mask layout instead (8x8 averages) offered dense red bone for pale porous tissue with the same tissue
-   fraction, whose forced pores showed as pink snow. The windows that continue the left and top
-   neighbours' sources are candidates too: coherent stretches of real tissue keep structure larger than a
-   block.
+   class mask from the paper's rule, luma above the threshold = air) is tried upright and turned half round
+   (``POSES``), and the ``candidates`` that would need the least luma change to obey the target block
+   (``_correction``) are found exactly with one matrix product, as that change is linear in the target
+   mask; equal costs (e.g. all-tissue) are ordered at random, so uniform areas draw from the library's
+   whole variety. Shortlisting by mask layout instead (the mask averaged to 8x8) offered dense red bone
+   for pale porous tissue of the same tissue fraction, whose forced pores showed as pink snow. The windows
+   that continue the left and top neighbours' sources are candidates too: coherent stretches of real
+   tissue keep structure larger than a block.
 2. **Choice.** Cost = ``mask_weight`` x the mean luma change the window would need to obey the target mask
    (``_correction``: 0 for a window already on the right side of the threshold everywhere, little for pale
    tissue under a porous mask, much for white glass under tissue) + the mean squared colour error against
@@ -69,10 +69,13 @@ class QuiltSettings:
 
 
 MAX_POOL = 12000  # windows searched per block: a random sample of a large group keeps the search linear in area
-POSES = 8  # every window is also tried rotated and mirrored: 8x the layouts without storing a pixel more
-POSED_POOL = 4000  # windows of a larger group searched per tile (each in 8 poses); 12000 measured the same
+# the poses every window is tried in (bits of ``Library.flat_index``): upright and turned half round, which
+# doubles the layouts without storing a pixel more and keeps the direction of fibres and lamellae (quarter
+# turns and mirrors, all 8 poses, made patchworks of lamellae at different angles)
+POSES = (0, 3)
+POSED_POOL = 4000  # windows of a larger group searched per tile (each in every pose); 12000 measured the same
 SAMPLES_PER_SIDE = 12  # a window's correction is estimated on a 12 x 12 grid of its pixels
-CHUNK = 256  # target blocks costed at once: 256 x 8 poses x POSED_POOL floats (33 MB) at most
+CHUNK = 256  # target blocks costed at once: 256 x poses x POSED_POOL floats (8 MB) at most
 CORRECTION_MARGIN = 1  # grey levels past the threshold a corrected pixel lands
 CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that must become tissue moves toward
 FALLBACK_TISSUE = (150, 80, 150)  # when the tile holds no right tissue pixel at all
@@ -92,8 +95,8 @@ class Synthesis:
 
 
 class WindowIndex:
-    """Windows of ``block`` pixels on a ``grid`` over every library tile, each usable in its 8 dihedral poses
-    (H&E has no up, down or handedness), ranked for a target block by the exact correction they would need.
+    """Windows of ``block`` pixels on a ``grid`` over every library tile, each usable in the ``POSES`` (H&E
+    has no up or down), ranked for a target block by the exact correction they would need.
 
     The correction a window needs under a target mask is linear in the mask (``_correction``: a tissue
     pixel needs max(margin, 0), an air pixel max(1 - margin, 0)), so the cost of every window for every block
@@ -128,13 +131,13 @@ class WindowIndex:
 
     def nearest(self, blocks: np.ndarray, group: int, k: int, gen: torch.Generator) -> np.ndarray:
         """N x k windows (tile, y, x, pose) of ``group`` that need the least correction under the N x b x b
-        target blocks, over all 8 poses; equal costs (all-tissue under all-tissue, say) ordered at random per
+        target blocks, in every pose; equal costs (all-tissue under all-tissue, say) ordered at random per
         block, so uniform areas draw from the library's whole variety."""
         pool, slope, constant = self._pool(group, gen)
         near = np.concatenate([self._cheapest(np.asarray(blocks[i:i + CHUNK], np.float32), slope, constant, k, gen)
                                for i in range(0, len(blocks), CHUNK)])  # chunks: memory stays flat for slides
         found = self.windows[pool.numpy()[near % len(pool)]].copy()
-        found[..., 3] = near // len(pool)
+        found[..., 3] = np.asarray(POSES)[near // len(pool)]
         return found
 
     def _pool(self, group: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,12 +157,12 @@ class WindowIndex:
                   gen: torch.Generator) -> np.ndarray:
         """N x k indices into (pose-major) poses x pool of the windows needing the least correction."""
         at, n, m = self.at, len(target), len(constant)
-        queries = np.stack([source_frame(target, pose)[:, at][:, :, at] for pose in range(POSES)])
-        cost = torch.from_numpy(queries.reshape(POSES * n, -1)) @ slope.T + constant[None]
+        queries = np.stack([source_frame(target, pose)[:, at][:, :, at] for pose in POSES])
+        cost = torch.from_numpy(queries.reshape(len(POSES) * n, -1)) @ slope.T + constant[None]
         # random order among equal costs, per block (else uniform areas all get the same few windows), drawn
         # per window and shared by its poses: below one grey level, so it breaks ties only
-        cost = cost.view(POSES, n, m) + torch.rand(n, m, generator=gen) * 0.5
-        cost = cost.permute(1, 0, 2).reshape(n, POSES * m)  # pose-major, as ``nearest`` reads it
+        cost = cost.view(len(POSES), n, m) + torch.rand(n, m, generator=gen) * 0.5
+        cost = cost.permute(1, 0, 2).reshape(n, len(POSES) * m)  # pose-major, as ``nearest`` reads it
         kk = min(k, cost.shape[1])
         near = cost.topk(kk, largest=False, sorted=False).indices
         if kk < k:
