@@ -4,11 +4,10 @@ A CPU cannot train a network that draws cells, but it can copy them. The output 
 blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting"):
 
 1. **Candidates by the correction they need.** Every library window (a real RGB tile cut on a grid, its
-   class mask from the paper's rule, luma above the threshold = air) is tried upright and turned half round
-   (``POSES``), and the ``candidates`` that would need the least luma change to obey the target block
-   (``_correction``) are found exactly with one matrix product, as that change is linear in the target
-   mask; equal costs (e.g. all-tissue) are ordered at random, so uniform areas draw from the library's
-   whole variety. Shortlisting by mask layout instead (the mask averaged to 8x8) offered dense red bone
+   class mask from the paper's rule, luma above the threshold = air) is scored, and the ``candidates`` that
+   would need the least luma change to obey the target block (``_correction``) are found exactly with one
+   matrix product, as that change is linear in the target mask; equal costs (e.g. all-tissue) are
+   ordered at random, so uniform areas draw from the library's whole variety. Shortlisting by mask layout instead (the mask averaged to 8x8) offered dense red bone
    for pale porous tissue of the same tissue fraction, whose forced pores showed as pink snow. The windows
    that continue the left and top neighbours' sources are candidates too: coherent stretches of real
    tissue keep structure larger than a block.
@@ -43,7 +42,6 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data.masks import luma
 from .errors import PriorPathError
@@ -69,13 +67,9 @@ class QuiltSettings:
 
 
 MAX_POOL = 12000  # windows searched per block: a random sample of a large group keeps the search linear in area
-# the poses every window is tried in (bits of ``Library.flat_index``): upright and turned half round, which
-# doubles the layouts without storing a pixel more and keeps the direction of fibres and lamellae (quarter
-# turns and mirrors, all 8 poses, made patchworks of lamellae at different angles)
-POSES = (0, 3)
-POSED_POOL = 4000  # windows of a larger group searched per tile (each in every pose); 12000 measured the same
+SEARCH_POOL = 4000  # windows of a larger group searched per tile; 12000 measured the same
 SAMPLES_PER_SIDE = 12  # a window's correction is estimated on a 12 x 12 grid of its pixels
-CHUNK = 256  # target blocks costed at once: 256 x poses x POSED_POOL floats (8 MB) at most
+CHUNK = 256  # target blocks costed at once: 256 x SEARCH_POOL floats (4 MB) at most
 CORRECTION_MARGIN = 1  # grey levels past the threshold a corrected pixel lands
 CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that must become tissue moves toward
 FALLBACK_TISSUE = (150, 80, 150)  # when the tile holds no right tissue pixel at all
@@ -95,33 +89,31 @@ class Synthesis:
 
 
 class WindowIndex:
-    """Windows of ``block`` pixels on a ``grid`` over every library tile, each usable in the ``POSES`` (H&E
-    has no up or down), ranked for a target block by the exact correction they would need.
+    """Windows of ``block`` pixels on a ``grid`` over every library tile, ranked for a target block by the
+    exact correction they would need.
 
     The correction a window needs under a target mask is linear in the mask (``_correction``: a tissue
     pixel needs max(margin, 0), an air pixel max(1 - margin, 0)), so the cost of every window for every block
-    is one constant per window plus one matrix product, on pixels sampled every ``sample`` px. A window in
-    pose p is scored by transforming the target block by p's inverse, so windows are stored once.
+    is one constant per window plus one matrix product, on pixels sampled every ``sample`` px.
     """
 
     def __init__(self, library: "Library", block: int, grid: int):
         self.block = block
         self.sample = max(1, block // SAMPLES_PER_SIDE)
-        at = np.arange(self.sample // 2, block, self.sample)
+        self.at = np.arange(self.sample // 2, block, self.sample)
         pos = []
         for t in range(len(library)):
             h, w = library.shapes[t]
             if min(h, w) < block:
                 continue
             ys, xs = np.meshgrid(np.arange(0, h - block + 1, grid), np.arange(0, w - block + 1, grid), indexing="ij")
-            pos.append(np.stack([np.full(ys.size, t), ys.ravel(), xs.ravel(), np.zeros(ys.size, int)], 1))
+            pos.append(np.stack([np.full(ys.size, t), ys.ravel(), xs.ravel()], 1))
         if not pos:
             raise PriorPathError(f"quilt library: no tile of at least {block}x{block} pixels")
-        self.windows = np.concatenate(pos).astype(np.int64)  # N x 4 (tile, y, x, pose 0)
-        self.at = at
-        margin = np.concatenate([library.margin[library.flat_index(self.windows[i:i + 4096], at, at)]
-                                 for i in range(0, len(self.windows), 4096)]).astype(np.float32)
-        margin = margin.reshape(len(self.windows), -1)
+        self.windows = np.concatenate(pos).astype(np.int64)  # N x 3 (tile, y, x)
+        margin = np.concatenate([library.margin[library.flat_index(self.windows[i:i + 4096], self.at, self.at)]
+                                 for i in range(0, len(self.windows), 4096)]).reshape(len(self.windows), -1)
+        margin = margin.astype(np.float32)
         # cost = sum(max(1 - m, 0)) + target . (max(m, 0) - max(1 - m, 0)); margins are whole grey levels
         self.constant = torch.from_numpy(np.maximum(1 - margin, 0).sum(1))
         self.slope = torch.from_numpy(np.maximum(margin, 0) - np.maximum(1 - margin, 0))
@@ -130,24 +122,22 @@ class WindowIndex:
         self._cached: tuple = (None, None)  # (group, its pool): consecutive tiles mostly share a slide
 
     def nearest(self, blocks: np.ndarray, group: int, k: int, gen: torch.Generator) -> np.ndarray:
-        """N x k windows (tile, y, x, pose) of ``group`` that need the least correction under the N x b x b
-        target blocks, in every pose; equal costs (all-tissue under all-tissue, say) ordered at random per
-        block, so uniform areas draw from the library's whole variety."""
+        """N x k windows (tile, y, x) of ``group`` that need the least correction under the N x b x b target
+        blocks; equal costs (all-tissue under all-tissue, say) ordered at random per block, so uniform areas
+        draw from the library's whole variety."""
         pool, slope, constant = self._pool(group, gen)
         near = np.concatenate([self._cheapest(np.asarray(blocks[i:i + CHUNK], np.float32), slope, constant, k, gen)
                                for i in range(0, len(blocks), CHUNK)])  # chunks: memory stays flat for slides
-        found = self.windows[pool.numpy()[near % len(pool)]].copy()
-        found[..., 3] = np.asarray(POSES)[near // len(pool)]
-        return found
+        return self.windows[pool.numpy()[near]]
 
     def _pool(self, group: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The group's windows (a random ``POSED_POOL`` of a larger group), their slopes (windows x samples)
+        """The group's windows (a random ``SEARCH_POOL`` of a larger group), their slopes (windows x samples)
         and constants; a group small enough to search whole is kept for the next tile."""
         pool = self.pools.get(group)
         if pool is None:
             pool = torch.arange(len(self.windows))
-        if len(pool) > POSED_POOL:
-            pool = pool[torch.randperm(len(pool), generator=gen)[:POSED_POOL]]
+        if len(pool) > SEARCH_POOL:
+            pool = pool[torch.randperm(len(pool), generator=gen)[:SEARCH_POOL]]
             return pool, self.slope[pool], self.constant[pool]
         if self._cached[0] != group:
             self._cached = (group, (pool, self.slope[pool], self.constant[pool]))
@@ -155,38 +145,18 @@ class WindowIndex:
 
     def _cheapest(self, target: np.ndarray, slope: torch.Tensor, constant: torch.Tensor, k: int,
                   gen: torch.Generator) -> np.ndarray:
-        """N x k indices into (pose-major) poses x pool of the windows needing the least correction."""
-        at, n, m = self.at, len(target), len(constant)
-        queries = np.stack([source_frame(target, pose)[:, at][:, :, at] for pose in POSES])
-        cost = torch.from_numpy(queries.reshape(len(POSES) * n, -1)) @ slope.T + constant[None]
-        # random order among equal costs, per block (else uniform areas all get the same few windows), drawn
-        # per window and shared by its poses: below one grey level, so it breaks ties only
-        cost = cost.view(len(POSES), n, m) + torch.rand(n, m, generator=gen) * 0.5
-        cost = cost.permute(1, 0, 2).reshape(n, len(POSES) * m)  # pose-major, as ``nearest`` reads it
+        """N x k indices into the pool of the windows needing the least correction."""
+        at = self.at
+        query = torch.from_numpy(np.ascontiguousarray(target[:, at][:, :, at]).reshape(len(target), -1))
+        cost = query @ slope.T + constant[None]
+        # random order among equal costs, per block (else uniform areas all get the same few windows):
+        # below one grey level, so it breaks ties only
+        cost += torch.rand(cost.shape, generator=gen) * 0.5
         kk = min(k, cost.shape[1])
         near = cost.topk(kk, largest=False, sorted=False).indices
         if kk < k:
             near = near[:, torch.randint(0, kk, (k,), generator=gen)]
         return near.numpy()
-
-
-def source_frame(blocks: np.ndarray, pose: int) -> np.ndarray:
-    """... x b x b arrays in window-local (output) order -> the same in the source frame of a window in
-    ``pose`` (the inverse of ``Library.flat_index``'s mapping): bit 4 transposes, then bit 1 flips rows and
-    bit 2 flips columns."""
-    a = np.swapaxes(blocks, -1, -2) if pose & 4 else blocks
-    if pose & 1:
-        a = a[..., ::-1, :]
-    if pose & 2:
-        a = a[..., :, ::-1]
-    return a
-
-
-def pose_shift(pose: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The source-frame shift of a window in ``pose`` whose output is shifted by (dy, dx): how a neighbour's
-    source is continued."""
-    u, v = np.where(pose & 4, dx, dy), np.where(pose & 4, dy, dx)
-    return np.where(pose & 1, -u, u), np.where(pose & 2, -v, v)
 
 
 class Library:
@@ -246,20 +216,11 @@ class Library:
         return self.pixels[self.offsets[t]:self.offsets[t] + h * w].reshape(h, w, 3)
 
     def flat_index(self, src: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Flat pixel indices of windows ``src`` (... x 3: tile, y, x; or ... x 4 with a pose) at window-local
-        offsets rows x cols -> ... x R x C. A window in pose p (``WindowIndex``) is the library's block-sided
-        square at (y, x) read transposed (bit 4), then with rows (bit 1) and columns (bit 2) reversed."""
+        """Flat pixel indices of windows ``src`` (... x 3: tile, y, x) at offsets rows x cols -> ... x R x C."""
         t, y, x = src[..., 0], src[..., 1], src[..., 2]
         width = self.shapes[t, 1]
-        pose = src[..., 3] if src.shape[-1] > 3 else np.zeros_like(t)
-        # the pose is affine in (row, col): flat = start + row * along_rows + col * along_cols
-        last = self.settings.block - 1
-        down = np.where(pose & 1, -width, width)  # one source row, reversed under bit 1
-        right = np.where(pose & 2, -1, 1)  # one source column, reversed under bit 2
-        start = self.offsets[t] + (y + (pose & 1 > 0) * last) * width + x + (pose & 2 > 0) * last
-        along_rows, along_cols = np.where(pose & 4, right, down), np.where(pose & 4, down, right)
-        return (start[..., None, None] + along_rows[..., None, None] * rows[:, None]
-                + along_cols[..., None, None] * cols[None, :])
+        base = self.offsets[t] + y * width + x
+        return base[..., None, None] + rows[:, None] * width[..., None, None] + cols[None, :]
 
     def pick_group(self, target: np.ndarray, rng: np.random.Generator) -> int:
         """A group drawn by its area, among groups holding both classes when the target has both."""
@@ -282,7 +243,7 @@ def synthesize(library: Library, target: np.ndarray, rng: np.random.Generator,
     g = library.pick_group(target, rng) if group is None else group_index(library.group_names, group)
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
 
-    cand = library.index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 4)
+    cand = library.index.nearest(blocks.reshape(-1, b, b), g, s.candidates, gen).reshape(ny, nx, -1, 3)
     src = _choose(library, blocks, cand, rng)
     out, cls = _quilt(library, src, (h, w))
     out = out[:h0, :w0]
@@ -314,7 +275,7 @@ def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.rand
     b, o = s.block, s.overlap
     step = b - o
     ny, nx = blocks.shape[:2]
-    src = np.zeros((ny, nx, 4), np.int64)
+    src = np.zeros((ny, nx, 3), np.int64)
     ar_b, ar_o = np.arange(b), np.arange(o)
     colour = library.pixels
     for wave in range(2 * (ny - 1) + nx):
@@ -330,11 +291,10 @@ def _choose(library: Library, blocks: np.ndarray, cand: np.ndarray, rng: np.rand
             ni, nj = ii + di, jj + dj
             ok = (ni >= 0) & (nj >= 0)
             nb = src[np.maximum(ni, 0), np.maximum(nj, 0)].copy()
-            sy, sx = pose_shift(nb[:, 3], np.full(len(nb), -di * step), np.full(len(nb), -dj * step))
-            nb[:, 1] += sy
-            nb[:, 2] += sx
+            nb[:, 1] -= di * step
+            nb[:, 2] -= dj * step
             h_t, w_t = library.shapes[nb[:, 0]].T
-            ok &= (nb[:, 1] >= 0) & (nb[:, 2] >= 0) & (nb[:, 1] + b <= h_t) & (nb[:, 2] + b <= w_t)
+            ok &= (nb[:, 1] + b <= h_t) & (nb[:, 2] + b <= w_t)
             nb[~ok] = options[~ok, 0]  # no continuation: repeat the first candidate instead
             extra.append(nb[:, None])
         options = np.concatenate([options] + extra, 1)  # n x (k + 2) x 3
@@ -369,7 +329,7 @@ def _quilt(library: Library, src: np.ndarray, size: tuple[int, int], settings: O
     step = b - o
     ny, nx = src.shape[:2]
     ar_b = np.arange(b)
-    idx = library.flat_index(src.reshape(-1, src.shape[-1]), ar_b, ar_b)  # N x b x b
+    idx = library.flat_index(src.reshape(-1, 3), ar_b, ar_b)  # N x b x b
     pix = library.pixels[idx].reshape(ny, nx, b, b, 3)
     tissue = library.tissue[idx].reshape(ny, nx, b, b)
     take = np.ones((ny, nx, b, b), bool)
