@@ -7,10 +7,11 @@ blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting
    class mask from the paper's rule, luma above the threshold = air) is scored, and the ``candidates`` that
    would need the least luma change to obey the target block (``_correction``) are found exactly with one
    matrix product, as that change is linear in the target mask; equal costs (e.g. all-tissue) are
-   ordered at random, so uniform areas draw from the library's whole variety. Shortlisting by mask layout instead (the mask averaged to 8x8) offered dense red bone
-   for pale porous tissue of the same tissue fraction, whose forced pores showed as pink snow. The windows
-   that continue the left and top neighbours' sources are candidates too: coherent stretches of real
-   tissue keep structure larger than a block.
+   ordered at random, so uniform areas draw from the library's whole variety. Shortlisting by mask layout
+   instead (the mask averaged to 8x8) offered dense red bone for pale porous tissue of the same tissue
+   fraction, whose forced pores showed as pink snow. The windows that continue the left and top
+   neighbours' sources are candidates too: coherent stretches of real tissue keep structure larger than a
+   block.
 2. **Choice.** Cost = ``mask_weight`` x the mean luma change the window would need to obey the target mask
    (``_correction``: 0 for a window already on the right side of the threshold everywhere, little for pale
    tissue under a porous mask, much for white glass under tissue) + the mean squared colour error against
@@ -66,7 +67,6 @@ class QuiltSettings:
             raise PriorPathError("quilt: candidates must be at least 1, tolerance and mask_weight not negative")
 
 
-MAX_POOL = 12000  # windows searched per block: a random sample of a large group keeps the search linear in area
 SEARCH_POOL = 4000  # windows of a larger group searched per tile; 12000 measured the same
 SAMPLES_PER_SIDE = 12  # a window's correction is estimated on a 12 x 12 grid of its pixels
 CHUNK = 256  # target blocks costed at once: 256 x SEARCH_POOL floats (4 MB) at most

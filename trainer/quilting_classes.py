@@ -40,7 +40,7 @@ from .data.labels import NUCLEI, STROMA, coarse_labels, haematoxylin, he3_labels
 from .data.masks import luma
 from .errors import PriorPathError
 from .nuclei_paint import collect_stamps, paint_nuclei, settle_nuclei
-from .quilting import MAX_POOL, Library, QuiltSettings
+from .quilting import Library, QuiltSettings
 
 NUCLEI_FEATURE_WEIGHT = 2.0  # nuclei layout counts this much more than stroma layout in the search
 GLASS_LUMA = 224  # a library pixel this bright is glass; paler "air" by the rule is tissue too pale to count
@@ -51,6 +51,7 @@ CORRECTION_SIGMA = 4.0  # px: the neighbourhood whose tissue colour a pixel that
 AIR_MARGIN = 3.0  # px: tissue this close to the sketch's tissue is its fine edge (sketch -> tile)
 SKETCH_BLOCK = 48  # px: sketch -> tile blocks (benchmarks/class_generation.py: sketch agreement against 64 and 96)
 SKETCH_CANDIDATES = 48
+MAX_POOL = 12000  # windows searched per block: a random sample of a large group keeps the search linear in area
 FIT_SAMPLE = 3000  # windows a group sampled to tell how well it fits a sketch
 FIT_SCALE = 0.03  # per-feature distance at which a slide's weight falls by e
 UNIFORM_SUPPLY = 4  # a slide should hold this many windows mostly of a class per sketch block mostly of it
@@ -157,9 +158,9 @@ class LabelLibrary:
         return int(rng.choice(len(weights), p=weights / weights.sum()))
 
 
-class LabelWindowIndex(quilting.WindowIndex):
-    """``quilting.WindowIndex`` with windows described by their class layout instead of their tissue mask
-    (the fine labels of the library, or ``labels_of(t)``: its coarse labels)."""
+class LabelWindowIndex:
+    """Windows of the library on a grid, described by their class layout (stroma and nuclei fractions averaged
+    to 8x8) of the fine labels, or of ``labels_of(t)`` (its coarse labels), and searched by nearest layout."""
 
     def __init__(self, library: LabelLibrary, block: int, grid: int, labels_of=None):
         base = library.base
@@ -296,8 +297,8 @@ def synthesize_from_coarse(library: LabelLibrary, coarse: np.ndarray, rng: np.ra
         # each tissue class the sketch draws counts alike (the blocks holding a tenth of it or more), so a thin
         # band of cells weighs as much as the stroma around it
         per_block = index.group_fit(blocks.reshape(-1, b, b), len(library.group_names))
-        parts = [share[:, c] >= 0.1 for c in (STROMA, NUCLEI) if (share[:, c] >= 0.1).any()] or \
-            [np.ones(len(share), bool)]
+        drawn = [share[:, c] >= 0.1 for c in (STROMA, NUCLEI)]
+        parts = [part for part in drawn if part.any()] or [np.ones(len(share), bool)]
         fit = np.mean([per_block[:, part].mean(1) for part in parts], 0)
         supply = supply * np.exp(-(fit - fit[np.isfinite(fit)].min()) / FIT_SCALE)
         g = library.pick_group(coarse, rng, library.coarse_fractions, supply)
