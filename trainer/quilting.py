@@ -18,9 +18,12 @@ blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting
    the neighbours already chosen, in the overlap. One is drawn at random among the candidates within
    ``tolerance`` of the best, so seeds differ. Blocks are decided in wavefronts (equal ``2i + j``), each
    wave one vectorised step that still sees its left and top neighbours.
-3. **Seams.** Each block is pasted along the minimum-error boundary cut (dynamic programming over the
+3. **Slide.** Each chosen window slides by up to ``SETTLE_REACH`` px to where it needs the least correction
+   (``_settle``): the index's windows lie on a grid, and the holes of porous tissue meet the mask's only at
+   finer offsets.
+4. **Seams.** Each block is pasted along the minimum-error boundary cut (dynamic programming over the
    overlap error) against its left and top neighbours.
-4. **Label-exact.** Where a pasted pixel is on the wrong side of the threshold it is moved just across it
+5. **Label-exact.** Where a pasted pixel is on the wrong side of the threshold it is moved just across it
    (``_make_label_exact``). The rule applied to the output gives back the target mask exactly, and
    ``Synthesis.corrected`` says how many pixels needed it.
 

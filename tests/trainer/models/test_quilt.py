@@ -14,7 +14,7 @@ from trainer.config import make_config
 from trainer.data.masks import luma
 from trainer.errors import PriorPathError
 from trainer.inference import Engine
-from trainer.quilting import Library, QuiltSettings, synthesize
+from trainer.quilting import Library, QuiltSettings, _settle, synthesize
 from trainer.train import train
 
 from ..helpers import read_png
@@ -187,3 +187,18 @@ def test_the_search_prefers_pale_porous_tissue_to_dense_tissue_of_the_same_layou
     target = rng.random((3, 96, 96)) >= 0.4  # porous, its holes where no window has them
     found = library.index.nearest(target, 0, 4, torch.Generator().manual_seed(0))
     assert (found[..., 0] == 0).all()
+
+
+def test_a_chosen_window_slides_until_its_holes_meet_the_masks():
+    """The index offers windows on a 16 px grid. The window that fits the mask pixel for pixel lies 6 px down
+    and 5 px right of a grid point; from that grid point the slide finds it. A window that already fits stays,
+    also in the tile's corner, where most slides would leave the tile."""
+    rng = np.random.default_rng(1)
+    holes = cv2.dilate((rng.random((200, 200)) < 0.004).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    tile = np.where(holes[..., None], 235, 150).astype(np.uint8).repeat(3, 2)  # dense tissue, 9 px holes
+    library = Library([tile], ["a"], QuiltSettings(block=96))
+    fits = ~holes[38:134, 21:117]
+    blocks = np.stack([fits, fits, ~holes[:96, 104:]]).reshape(1, 3, 96, 96)
+    src = np.array([[[0, 32, 16], [0, 38, 21], [0, 0, 104]]])
+    settled = _settle(library, blocks, src)
+    assert settled.tolist() == [[[0, 38, 21], [0, 38, 21], [0, 0, 104]]]
