@@ -11,6 +11,8 @@ library were built from) and WORK/heldout (osteosarcoma patients never seen). Pr
 - **Sets**, each generated from the same region-B fine masks (seed 0, or ``--seed``) unless said otherwise:
   ``floor``: the real tiles of region A (real tissue of the same slides, another place);
   ``quilt --style A``: the example-based model with its library built from region A (of the same slide);
+  ``quilt --style A, before the label correction``: the same, its pasted pixels left as they are (not
+  label-exact; what the correction costs in realism);
   ``quilt``: the example-based model with the shipped library (training slides only);
   ``pix2pixhd``: the shipped neural model, and the same with Macenko normalisation to region A;
   ``flat colours``: the mask painted in region A's mean tissue and air colours;
@@ -47,6 +49,7 @@ from trainer.data.masks import luma  # noqa: E402
 from trainer.inference import Engine, default_model_path  # noqa: E402
 from trainer.metrics.frechet import fid, kid  # noqa: E402
 from trainer.metrics.inception import InceptionFeatures  # noqa: E402
+from trainer.quilting import synthesize  # noqa: E402
 from trainer.stain import StainNormaliser  # noqa: E402
 
 SLIDE = re.compile(r"(Case-\d+-(?:P\d+-)?[A-Z]\d+)")
@@ -161,6 +164,11 @@ def main() -> None:
     if want("quilt --style"):
         tiles, ms = timed(lambda m, i: styled.rgb(m, args.seed, style_group=slides_b[i]), masks_b)
         sets["quilt --style region A (same slide)"] = (tiles, masks_b, ms)
+    if want("before the label correction"):  # what the correction costs: same library, pixels left as pasted
+        library = styled.rgb_model.module.library()
+        tiles, ms = timed(lambda m, i: synthesize(library, m > 0, np.random.default_rng([args.seed, i]),
+                                                  slides_b[i], label_exact=False).rgb, masks_b)
+        sets["quilt --style, before the label correction (not label-exact)"] = (tiles, masks_b, ms)
     if want("quilt, shipped"):
         tiles, ms = timed(lambda m, i: quilt.rgb(m, args.seed), masks_b)
         sets["quilt, shipped library (other slides)"] = (tiles, masks_b, ms)

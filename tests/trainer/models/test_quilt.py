@@ -202,3 +202,18 @@ def test_a_chosen_window_slides_until_its_holes_meet_the_masks():
     src = np.array([[[0, 32, 16], [0, 38, 21], [0, 0, 104]]])
     settled = _settle(library, blocks, src)
     assert settled.tolist() == [[[0, 38, 21], [0, 38, 21], [0, 0, 104]]]
+
+
+def test_without_the_label_correction_only_the_pixels_it_would_move_differ(fine_masks):
+    """``label_exact=False`` (what the realism benchmark uses to measure the correction's cost) leaves the
+    pasted pixels as they are: the same tile, but for exactly the pixels the correction moves."""
+    rng = np.random.default_rng(3)
+    holes = cv2.dilate((rng.random((300, 300)) < 0.01).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    tile = np.where(holes[..., None], 232, 160).astype(np.uint8).repeat(3, 2)
+    library = Library([tile, tile[::-1]], ["a", "a"], QuiltSettings())
+    target = fine_masks[0] > 0
+    raw = synthesize(library, target, np.random.default_rng(5), label_exact=False)
+    exact = synthesize(library, target, np.random.default_rng(5))
+    wrong = (luma(raw.rgb) <= 204) != target
+    assert 0 < raw.corrected == exact.corrected == wrong.mean()
+    assert ((raw.rgb != exact.rgb).any(-1) == wrong).all()
