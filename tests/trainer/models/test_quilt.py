@@ -222,3 +222,17 @@ def test_without_the_label_correction_only_the_pixels_it_would_move_differ(fine_
     wrong = (luma(raw.rgb) <= 204) != target
     assert 0 < raw.corrected == exact.corrected == wrong.mean()
     assert ((raw.rgb != exact.rgb).any(-1) == wrong).all()
+
+
+def test_a_hole_cut_into_dense_tissue_is_white_inside_like_the_slides_glass():
+    """The mask cuts a 15 px hole where every window has dense tissue. Its rim moves just across the
+    threshold; inside, it takes the slide's glass, not a pale pink blot at luma 206 (the previous code)."""
+    tile = np.full((200, 200, 3), (150, 60, 120), np.uint8)  # dense tissue, luma 94
+    tile[20:60, 20:60] = (238, 236, 240)  # the slide's glass
+    library = Library([tile], ["a"], QuiltSettings(block=96))
+    target = np.ones((96, 96), bool)
+    target[40:55, 40:55] = False
+    lum = luma(synthesize(library, target, np.random.default_rng(0)).rgb)
+    assert np.array_equal(lum <= 204, target)
+    assert lum[42:53, 42:53].min() >= 230  # 2 px and more inside: glass
+    assert 204 < lum[40, 40:55].max() <= 208  # the rim: just across
