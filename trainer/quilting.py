@@ -23,8 +23,9 @@ blocks that overlap by ``overlap`` pixels (Efros & Freeman 2001, "Image quilting
    finer offsets.
 4. **Seams.** Each block is pasted along the minimum-error boundary cut (dynamic programming over the
    overlap error) against its left and top neighbours.
-5. **Label-exact.** Where a pasted pixel is on the wrong side of the threshold it is moved just across it
-   (``_make_label_exact``). The rule applied to the output gives back the target mask exactly, and
+5. **Label-exact.** Where a pasted pixel is on the wrong side of the threshold it is moved across it
+   (``_make_label_exact``): just across, except inside holes the mask cuts into tissue, which take the
+   slide's glass. The rule applied to the output gives back the target mask exactly, and
    ``Synthesis.corrected`` says how many pixels needed it.
 
 Pixel-exact agreement cannot come from choosing alone: porous tissue has masks whose holes no library
