@@ -450,8 +450,8 @@ def _make_label_exact(out: np.ndarray, target: np.ndarray, threshold: int, cls: 
     B: luma moves just past the threshold and the hue stays (invisible on pale tissue). One deeper inside a
     hole is blended toward the slide's glass (``glass``, from ``Library.glass``) until its luma is the
     slide's median at that distance from tissue: a hole the mask cuts into dense tissue is white inside
-    like real glass, not a pale pink blot (crop FID 139.9 -> 132.7 on all held-out slides, seeds 0 and 1;
-    whitening the rim too measured worse, 145.9). A pixel that must become tissue is blended
+    like real glass, not a pale pink blot (``benchmarks/rgb_realism.py``: crop FID 140.2 -> 123.0; whitening
+    the rim too measured worse than not whitening at all). A pixel that must become tissue is blended
     toward the colour of the tissue around it (the Gaussian-weighted mean of the right tissue pixels
     nearby) only as far as the rule needs, so glass under a speck of tissue turns faintly stained, not
     grey. Blocks were chosen to need little of either (``_correction``). Returns the fraction changed.
