@@ -223,8 +223,7 @@ class Library:
             colour = np.zeros((3, 256), np.int64)
             for t in np.nonzero(self.tile_group == g)[0]:
                 air = ~self.tile_mask(t)
-                depth = np.minimum(np.rint(cv2.distanceTransform(air.astype(np.uint8), cv2.DIST_L2, 3)),
-                                   GLASS_DEPTHS).astype(np.int64)
+                depth = air_depth(air)
                 rgb = self.tile_rgb(t)
                 counts += np.bincount((depth * 256 + luma(rgb))[air], minlength=counts.size).reshape(counts.shape)
                 for c in range(3):
@@ -233,13 +232,16 @@ class Library:
                               np.array([_median(row, 255) for row in colour], np.float32))
         return self._glass[g]
 
-    def tile_mask(self, t: int) -> np.ndarray:
+    def tile_view(self, flat: np.ndarray, t: int) -> np.ndarray:
+        """Tile ``t``'s part of a per-pixel array laid out like ``pixels`` (pixels x ...), as H x W x ..."""
         h, w = self.shapes[t]
-        return self.tissue[self.offsets[t]:self.offsets[t] + h * w].reshape(h, w)
+        return flat[self.offsets[t]:self.offsets[t] + h * w].reshape(h, w, *flat.shape[1:])
+
+    def tile_mask(self, t: int) -> np.ndarray:
+        return self.tile_view(self.tissue, t)
 
     def tile_rgb(self, t: int) -> np.ndarray:
-        h, w = self.shapes[t]
-        return self.pixels[self.offsets[t]:self.offsets[t] + h * w].reshape(h, w, 3)
+        return self.tile_view(self.pixels, t)
 
     def flat_index(self, src: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Flat pixel indices of windows ``src`` (... x 3: tile, y, x) at offsets rows x cols -> ... x R x C."""
@@ -362,13 +364,11 @@ def _settle(library: Library, blocks: np.ndarray, src: np.ndarray) -> np.ndarray
     offsets = np.abs(np.arange(-r, r + 1))
     stay = 1e-3 * (offsets[:, None] + offsets[None, :])  # below any real difference: ties keep the choice
     for k, (t, y, x) in enumerate(settled):
-        h, w = library.shapes[t]
         y0, x0 = max(y - r, 0), max(x - r, 0)
-        m = library.margin[library.offsets[t]:library.offsets[t] + h * w].reshape(h, w)
-        m = m[y0:min(y + b + r, h), x0:min(x + b + r, w)].astype(np.float32)
-        glass_needs = np.maximum(1 - m, 0)  # what a pixel needs to become air, and to become tissue
-        cost = (cv2.matchTemplate(glass_needs, 1 - targets[k], cv2.TM_CCORR)
-                + cv2.matchTemplate(np.maximum(m, 0), targets[k], cv2.TM_CCORR))
+        m = library.tile_view(library.margin, t)[y0:y + b + r, x0:x + b + r].astype(np.float32)
+        to_air, to_tissue = np.maximum(1 - m, 0), np.maximum(m, 0)  # the change each pixel needs (``_correction``)
+        cost = (cv2.matchTemplate(to_air, 1 - targets[k], cv2.TM_CCORR)
+                + cv2.matchTemplate(to_tissue, targets[k], cv2.TM_CCORR))
         cost += stay[y0 - y + r:y0 - y + r + cost.shape[0], x0 - x + r:x0 - x + r + cost.shape[1]]
         dy, dx = np.unravel_index(int(cost.argmin()), cost.shape)
         settled[k, 1:] = y0 + dy, x0 + dx
@@ -436,6 +436,13 @@ def _correction(margin: np.ndarray, target: np.ndarray) -> np.ndarray:
     return need.mean((-2, -1)) / 255.0
 
 
+def air_depth(air: np.ndarray) -> np.ndarray:
+    """Each air pixel's distance from the nearest tissue in whole px (1 at a hole's rim, capped at
+    ``GLASS_DEPTHS``); 0 on tissue."""
+    depth = np.rint(cv2.distanceTransform(air.astype(np.uint8), cv2.DIST_L2, 3))
+    return np.minimum(depth, GLASS_DEPTHS).astype(np.int64)
+
+
 def _median(histogram: np.ndarray, empty: float) -> float:
     """The median value of a 256-bin histogram, or ``empty`` when it counts nothing."""
     total = histogram.sum()
@@ -443,7 +450,7 @@ def _median(histogram: np.ndarray, empty: float) -> float:
 
 
 def _make_label_exact(out: np.ndarray, target: np.ndarray, threshold: int, cls: np.ndarray,
-                      glass: Optional[tuple[np.ndarray, np.ndarray]] = None) -> float:
+                      glass: tuple[np.ndarray, np.ndarray]) -> float:
     """Put every pixel of the wrong class across the threshold.
 
     A pixel that must become air at a hole's rim (1 px from tissue) gets the same amount added to R, G and
@@ -462,11 +469,9 @@ def _make_label_exact(out: np.ndarray, target: np.ndarray, threshold: int, cls: 
     img = out.astype(np.float32)
     lum = luma(out).astype(np.float32)
     air = wrong & ~target
-    deep = np.zeros_like(air)
-    if glass is not None and air.any():
-        depth = np.minimum(np.rint(cv2.distanceTransform((~target).astype(np.uint8), cv2.DIST_L2, 3)),
-                           GLASS_DEPTHS).astype(np.int64)
-        deep = air & (depth >= 2)
+    depth = air_depth(~target)
+    deep = air & (depth >= 2)
+    if deep.any():
         profile, colour = glass
         goal = np.maximum(profile[depth[deep]], threshold + 1 + CORRECTION_MARGIN)
         c, lc = img[deep], lum[deep]

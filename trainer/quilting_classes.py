@@ -137,12 +137,10 @@ class LabelLibrary:
         return self._coarse_index
 
     def tile_coarse(self, t: int) -> np.ndarray:
-        h, w = self.base.shapes[t]
-        return self.coarse[self.base.offsets[t]:self.base.offsets[t] + h * w].reshape(h, w)
+        return self.base.tile_view(self.coarse, t)
 
     def tile_labels(self, t: int) -> np.ndarray:
-        h, w = self.base.shapes[t]
-        return self.labels[self.base.offsets[t]:self.base.offsets[t] + h * w].reshape(h, w)
+        return self.base.tile_view(self.labels, t)
 
     def pick_group(self, target: np.ndarray, rng: np.random.Generator, fractions: Optional[np.ndarray] = None,
                    supply: Optional[np.ndarray] = None) -> int:
